@@ -1,0 +1,119 @@
+"""One error tree for Maestro.
+
+Every error our code raises on purpose derives from :class:`MaestroError`. Each class carries a
+stable ``code`` (what API clients match on), an HTTP ``status`` the web layer uses, and a one-line
+docstring that is the default human message. Drivers' errors are translated into these in exactly
+one place each (``raise ... from exc``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class MaestroError(Exception):
+    """Something went wrong in Maestro."""
+
+    code: str = "internal_error"
+    status: int = 500
+
+    def __init__(self, message: str | None = None, **details: Any) -> None:
+        self.message = message or (self.__doc__ or self.code).strip().splitlines()[0]
+        self.details = details
+        super().__init__(self.message)
+
+    def to_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.details:
+            body["details"] = self.details
+        return body
+
+
+class ValidationFailed(MaestroError):
+    """The request does not validate."""
+
+    code = "validation_failed"
+    status = 422
+
+
+class NotFound(MaestroError):
+    """The requested object does not exist."""
+
+    code = "not_found"
+    status = 404
+
+
+class Conflict(MaestroError):
+    """The request conflicts with the current state."""
+
+    code = "conflict"
+    status = 409
+
+
+class ConcurrencyConflict(Conflict):
+    """The stream was changed by someone else: its version is not the one expected."""
+
+    code = "concurrency_conflict"
+
+    def __init__(self, stream_id: str, expected: int | str, actual: int | None) -> None:
+        self.stream_id = stream_id
+        self.expected = expected
+        self.actual = actual
+        super().__init__(
+            f"stream {stream_id!r} is at version {actual if actual is not None else 'none (no stream)'}, "
+            f"expected {expected}",
+            stream_id=stream_id,
+            expected=expected,
+            actual=actual,
+        )
+
+
+class UnknownEventType(MaestroError):
+    """The log holds an event type this version of Maestro does not know."""
+
+    code = "unknown_event_type"
+
+    def __init__(self, type_name: str, position: int | None = None) -> None:
+        self.type_name = type_name
+        self.position = position
+        where = f" at position {position}" if position is not None else ""
+        super().__init__(
+            f"unknown event type {type_name!r}{where}: written by a newer Maestro? "
+            "Upgrade this process before it reads the log.",
+            type=type_name,
+            position=position,
+        )
+
+
+class InvalidEvent(ValidationFailed):
+    """An event payload does not validate against its model."""
+
+    code = "invalid_event"
+
+
+class SqlSyntaxError(ValidationFailed):
+    """The SQL statement does not parse."""
+
+    code = "sql_syntax_error"
+
+    def __init__(self, message: str, line: int | None = None, column: int | None = None) -> None:
+        self.line = line
+        self.column = column
+        where = f" (line {line}, column {column})" if line is not None else ""
+        super().__init__(f"{message}{where}", line=line, column=column)
+
+
+class CycleDetected(Conflict):
+    """The change would create a dependency cycle."""
+
+    code = "cycle_detected"
+
+    def __init__(self, path: list[str]) -> None:
+        self.path = path
+        super().__init__("dependency cycle: " + " -> ".join(path), path=path)
+
+
+class ConfigurationError(MaestroError):
+    """Maestro is not configured correctly."""
+
+    code = "configuration_error"
