@@ -1,0 +1,114 @@
+"""PostgreSQL: connection pools and schema migrations.
+
+Migrations are the numbered ``sql/NNN_name.sql`` files, applied in order at start-up, each in its
+own transaction, recorded in ``schema_migrations`` with a checksum. A session-level advisory lock
+makes two processes that start at once take turns: the second finds the work done.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+
+from maestro.errors import ConfigurationError
+
+log = logging.getLogger(__name__)
+
+SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
+MIGRATION_LOCK = 7283000
+_MIGRATION_NAME = re.compile(r"^(\d{3,})_[a-z0-9_]+\.sql$")
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+def load_migrations(sql_dir: Path = SQL_DIR) -> list[Migration]:
+    migrations = []
+    for path in sorted(sql_dir.glob("*.sql")):
+        match = _MIGRATION_NAME.match(path.name)
+        if match is None:
+            continue  # schema.sql and other non-migration files
+        migrations.append(Migration(int(match.group(1)), path.stem, path.read_text()))
+    versions = [m.version for m in migrations]
+    if len(set(versions)) != len(versions):
+        raise ConfigurationError(f"duplicate migration numbers in {sql_dir}: {versions}")
+    return migrations
+
+
+async def migrate(conn: asyncpg.Connection, sql_dir: Path = SQL_DIR) -> list[str]:
+    """Apply pending migrations; return the names applied. Safe to call concurrently."""
+    applied_now: list[str] = []
+    await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
+    try:
+        await conn.execute(
+            """
+            CREATE TABLE IF NOT EXISTS schema_migrations (
+                version    integer     PRIMARY KEY,
+                name       text        NOT NULL,
+                checksum   text        NOT NULL,
+                applied_at timestamptz NOT NULL DEFAULT now()
+            )
+            """
+        )
+        done = {
+            r["version"]: r for r in await conn.fetch("SELECT version, name, checksum FROM schema_migrations")
+        }
+        for migration in load_migrations(sql_dir):
+            recorded = done.get(migration.version)
+            if recorded is not None:
+                if recorded["checksum"] != migration.checksum:
+                    raise ConfigurationError(
+                        f"migration {migration.name} changed after it was applied; "
+                        "add a new migration instead of editing an applied one"
+                    )
+                continue
+            async with conn.transaction():
+                await conn.execute(migration.sql)
+                await conn.execute(
+                    "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+                    migration.version,
+                    migration.name,
+                    migration.checksum,
+                )
+            applied_now.append(migration.name)
+            log.info("migration applied", extra={"migration": migration.name})
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
+    return applied_now
+
+
+async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
+    try:
+        pool = await asyncpg.create_pool(
+            dsn,
+            min_size=min_size,
+            max_size=max_size,
+            # Projections and the store build their SQL from a handful of fixed statements; the
+            # JIT only slows those down.
+            server_settings={"jit": "off", "application_name": "maestro"},
+        )
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise ConfigurationError(f"cannot connect to PostgreSQL ({_redact(dsn)}): {exc}") from exc
+    assert pool is not None
+    version = await pool.fetchval("SHOW server_version_num")
+    if int(version) < 130000:
+        await pool.close()
+        raise ConfigurationError(f"PostgreSQL >= 13 is required, found {version}")
+    return pool
+
+
+def _redact(dsn: str) -> str:
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", dsn)

@@ -1,0 +1,1 @@
+"""The catalog: tables, their SQL and the dependency graph between them."""

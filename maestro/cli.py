@@ -1,0 +1,170 @@
+"""The ``maestro`` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from maestro.errors import MaestroError
+from maestro.logs import configure_logging
+from maestro.settings import Settings, load_settings
+
+T = TypeVar("T")
+log = logging.getLogger("maestro")
+
+
+def _database_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option(
+        "--database-url",
+        default=None,
+        help="PostgreSQL >= 13 DSN (env MAESTRO_DATABASE_URL). None: embedded PostgreSQL.",
+    )(fn)
+    fn = click.option(
+        "--data-dir",
+        type=click.Path(path_type=Path, file_okay=False),
+        default=None,
+        help="Where embedded data lives (env MAESTRO_DATA_DIR).",
+    )(fn)
+    return fn
+
+
+def _settings(ctx: click.Context, **overrides: Any) -> Settings:
+    settings = load_settings(**overrides)
+    configure_logging(settings.log_level, settings.log_format)
+    return settings
+
+
+def _run(coro_fn: Callable[[], Awaitable[T]]) -> T:
+    try:
+        return asyncio.run(coro_fn())  # type: ignore[arg-type]
+    except MaestroError as exc:
+        click.echo(f"error: {exc.message}", err=True)
+        sys.exit(2)
+
+
+@click.group()
+@click.version_option(package_name="maestro")
+def main() -> None:
+    """Maestro: a SQL-centric, event-sourced orchestrator for BigQuery."""
+
+
+@main.command()
+@_database_options
+@click.option("--host", default=None, help="Listen address (env MAESTRO_HOST).")
+@click.option("--port", type=int, default=None, help="Listen port (env MAESTRO_PORT).")
+@click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]), default=None)
+@click.option("--log-format", type=click.Choice(["json", "text"]), default=None)
+@click.pass_context
+def serve(ctx: click.Context, **flags: Any) -> None:
+    """Run the service: HTTP API, projections and reactors, until SIGTERM/SIGINT."""
+    from aiohttp import web
+
+    from maestro.http.app import create_app
+
+    settings = _settings(ctx, **flags)
+    app = create_app(settings)
+    try:
+        web.run_app(
+            app,
+            host=settings.host,
+            port=settings.port,
+            shutdown_timeout=settings.shutdown_timeout,
+            print=lambda msg: log.info(msg.strip()),
+            access_log=logging.getLogger("aiohttp.access"),
+            handle_signals=True,
+        )
+    except MaestroError as exc:
+        click.echo(f"error: {exc.message}", err=True)
+        sys.exit(2)
+
+
+@main.command()
+@_database_options
+@click.pass_context
+def migrate(ctx: click.Context, **flags: Any) -> None:
+    """Apply pending schema migrations and exit."""
+    settings = _settings(ctx, **flags)
+
+    async def go() -> dict[str, Any]:
+        from maestro.runtime import open_runtime
+
+        runtime = await open_runtime(settings, follow=False)
+        await runtime.close()
+        return runtime.started
+
+    started = _run(go)
+    applied = started["migrations_applied"]
+    click.echo(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")
+
+
+@main.group()
+def projections() -> None:
+    """Inspect and rebuild projections (read models)."""
+
+
+@projections.command("status")
+@_database_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def projections_status(ctx: click.Context, as_json: bool, **flags: Any) -> None:
+    """Show each projection's checkpoint and lag."""
+    settings = _settings(ctx, **flags)
+
+    async def go() -> list[dict[str, Any]]:
+        from maestro.runtime import open_runtime
+
+        runtime = await open_runtime(settings, follow=False)
+        try:
+            return [s.to_dict() for s in await runtime.projections.status()]
+        finally:
+            await runtime.close()
+
+    rows = _run(go)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    click.echo(f"{'NAME':<24} {'MODE':<7} {'POSITION':>10} {'LAG':>8}  REBUILT")
+    for r in rows:
+        click.echo(
+            f"{r['name']:<24} {r['mode']:<7} {r['position']:>10} {r['lag']:>8}  {r['rebuilt_at'] or '-'}"
+        )
+
+
+@projections.command("rebuild")
+@click.argument("name", required=False)
+@_database_options
+@click.pass_context
+def projections_rebuild(ctx: click.Context, name: str | None, **flags: Any) -> None:
+    """Rebuild NAME (or every projection) from position 0."""
+    settings = _settings(ctx, **flags)
+
+    async def go() -> list[tuple[str, int, float]]:
+        import time
+
+        from maestro.runtime import open_runtime
+
+        runtime = await open_runtime(settings, follow=False)
+        try:
+            names = [name] if name else list(runtime.projections.projections)
+            done = []
+            for n in names:
+                t0 = time.perf_counter()
+                count = await runtime.projections.rebuild(n)
+                done.append((n, count, time.perf_counter() - t0))
+            return done
+        finally:
+            await runtime.close()
+
+    for n, count, seconds in _run(go):
+        click.echo(f"rebuilt {n}: {count} events in {seconds:.2f}s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,457 @@
+"""The event store: the only writer of the ``events`` table.
+
+``append`` adds events to one stream with optimistic concurrency; ``read`` reads one stream;
+``read_all`` and ``subscribe`` tail the whole log by position. Readers never skip an event that
+commits late with a lower position: see the comment at the top of ``sql/001_event_store.sql`` and
+``docs/event-store.md`` for the mechanism (xid-ordered positions plus a snapshot-xmin horizon) and
+the measurements that chose it over a writer lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import asyncpg
+import orjson
+
+from maestro.errors import ConcurrencyConflict, Conflict, MaestroError
+from maestro.events.model import Event, Metadata, RawEvent, RecordedEvent, decode, now
+
+log = logging.getLogger(__name__)
+
+NO_STREAM = -1
+"""Expected version: the stream must not exist yet."""
+ANY_VERSION = -2
+"""Expected version: append whatever the stream's version."""
+
+NOTIFY_CHANNEL = "maestro_events"
+# Appends hold this advisory lock in shared mode so that rebuilding an inline projection (which
+# takes it exclusively) sees a log that does not move under it.
+INLINE_PROJECTION_LOCK = 7283002
+
+_READ_COLUMNS = (
+    "position, stream_id, version, type, schema_version, data::text, metadata::text, occurred_at"
+)
+# Every transaction below this horizon has finished; see sql/001_event_store.sql.
+_HORIZON = "tx_id < pg_snapshot_xmin(pg_current_snapshot())"
+
+
+class Connection(Protocol):
+    async def execute(self, query: str, *args: Any) -> str: ...
+    async def executemany(self, query: str, args: Iterable[Sequence[Any]]) -> None: ...
+    async def fetch(self, query: str, *args: Any) -> list[Any]: ...
+    async def fetchrow(self, query: str, *args: Any) -> Any: ...
+    async def fetchval(self, query: str, *args: Any) -> Any: ...
+
+
+class InlineProjection(Protocol):
+    """What the store needs of a projection updated inside the append's transaction."""
+
+    name: str
+
+    def handles(self, type_name: str) -> bool: ...
+    async def apply(self, conn: Connection, events: Sequence[RecordedEvent]) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    stream_id: str
+    first_position: int
+    last_position: int
+    version: int
+    events: tuple[RecordedEvent, ...]
+
+
+AppendListener = Callable[[AppendResult], None]
+
+
+class EventStore:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        listen_dsn: str | None = None,
+        poll_interval: float = 1.0,
+    ) -> None:
+        self.pool = pool
+        self._listen_dsn = listen_dsn
+        self.poll_interval = poll_interval
+        self._inline: list[InlineProjection] = []
+        self._unique_messages: dict[str, str] = {}
+        self._append_listeners: list[AppendListener] = []
+        self._wakeups: set[asyncio.Event] = set()
+        self._notify_pending = asyncio.Event()
+        self._notifier_task: asyncio.Task[None] | None = None
+        self._listener_conn: asyncpg.Connection | None = None
+        self._closed = False
+
+    # ---------------------------------------------------------------- configuration
+    def add_inline_projection(self, projection: InlineProjection) -> None:
+        self._inline.append(projection)
+
+    @property
+    def inline_projections(self) -> tuple[InlineProjection, ...]:
+        return tuple(self._inline)
+
+    def translate_unique_violation(self, constraint: str, message: str) -> None:
+        """A unique index of a read model (``constraint``) means ``message`` when violated."""
+        self._unique_messages[constraint] = message
+
+    def on_append(self, listener: AppendListener) -> None:
+        """Call ``listener`` after every successful append made through this store."""
+        self._append_listeners.append(listener)
+
+    # ---------------------------------------------------------------- writing
+    async def append(
+        self,
+        stream_id: str,
+        expected_version: int,
+        events: Sequence[Event],
+        metadata: Metadata | Sequence[Metadata],
+        *,
+        occurred_at: dt.datetime | None = None,
+    ) -> AppendResult:
+        """Append ``events`` to ``stream_id`` if it is at ``expected_version``.
+
+        ``expected_version`` is the stream's current version, :data:`NO_STREAM` or
+        :data:`ANY_VERSION`. A mismatch raises :class:`ConcurrencyConflict` and writes nothing.
+        Inline projections are updated in the same transaction.
+        """
+        if not events:
+            raise ValueError("append needs at least one event")
+        metas = [metadata] * len(events) if isinstance(metadata, Metadata) else list(metadata)
+        if len(metas) != len(events):
+            raise ValueError("one metadata per event, or a single one for all")
+        occurred_at = occurred_at or now()
+        types = [e.type_name() for e in events]
+        payloads = [e.payload_json() for e in events]
+        meta_json = [m.to_json().decode() for m in metas]
+        schema_versions = [type(e).schema_version for e in events]
+        inline = [p for p in self._inline if any(p.handles(t) for t in types)]
+
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                if self._inline:
+                    await conn.execute(
+                        "SELECT pg_advisory_xact_lock_shared($1)", INLINE_PROJECTION_LOCK
+                    )
+                row = await conn.fetchrow(
+                    "SELECT first_position, last_version FROM "
+                    "events_append($1, $2, $3, $4::smallint[], $5::jsonb[], $6::jsonb[], $7)",
+                    stream_id,
+                    expected_version,
+                    types,
+                    schema_versions,
+                    payloads,
+                    meta_json,
+                    occurred_at,
+                )
+                first, last_version = row["first_position"], row["last_version"]
+                first_version = last_version - len(events) + 1
+                recorded = tuple(
+                    RecordedEvent(
+                        position=first + i,
+                        stream_id=stream_id,
+                        version=first_version + i,
+                        type=types[i],
+                        event=events[i],
+                        metadata=metas[i],
+                        occurred_at=occurred_at,
+                    )
+                    for i in range(len(events))
+                )
+                for projection in inline:
+                    mine = [r for r in recorded if projection.handles(r.type)]
+                    await projection.apply(conn, mine)
+        except asyncpg.PostgresError as exc:
+            raise await self._translate(exc, stream_id, expected_version) from exc
+
+        result = AppendResult(
+            stream_id=stream_id,
+            first_position=first,
+            last_position=first + len(events) - 1,
+            version=last_version,
+            events=recorded,
+        )
+        for listener in self._append_listeners:
+            listener(result)
+        self._wake_local()
+        self._notify_pending.set()
+        if self._notifier_task is None and not self._closed:
+            self._notifier_task = asyncio.get_running_loop().create_task(self._notify_loop())
+        return result
+
+    async def _translate(
+        self, exc: asyncpg.PostgresError, stream_id: str, expected_version: int
+    ) -> MaestroError:
+        sqlstate = getattr(exc, "sqlstate", None)
+        if sqlstate == "MA409":
+            return ConcurrencyConflict(stream_id, _expected_label(expected_version), int(exc.detail))
+        if isinstance(exc, asyncpg.UniqueViolationError):
+            if exc.constraint_name == "events_pkey":
+                actual = await self.stream_version(stream_id)
+                return ConcurrencyConflict(stream_id, _expected_label(expected_version), actual)
+            message = self._unique_messages.get(exc.constraint_name or "")
+            if message is not None:
+                return Conflict(message)
+        if sqlstate == "MA500":
+            return MaestroError(str(exc))
+        return MaestroError(f"event store error: {exc}")
+
+    # ---------------------------------------------------------------- reading
+    async def stream_version(self, stream_id: str) -> int | None:
+        """The stream's current version, or None when it does not exist."""
+        return await self.pool.fetchval(
+            "SELECT max(version) FROM events WHERE stream_id = $1", stream_id
+        )
+
+    async def read(
+        self, stream_id: str, after_version: int | None = None, *, until: dt.datetime | None = None
+    ) -> list[RecordedEvent]:
+        """Every event of one stream in version order (optionally only those up to ``until``)."""
+        rows = await self.pool.fetch(
+            f"SELECT {_READ_COLUMNS} FROM events WHERE stream_id = $1 AND version > $2 "
+            "AND ($3::timestamptz IS NULL OR occurred_at <= $3) ORDER BY version",
+            stream_id,
+            after_version or 0,
+            until,
+        )
+        return [_decode_row(r) for r in rows]
+
+    async def read_raw_stream(
+        self, stream_id: str, after_version: int = 0, limit: int = 100
+    ) -> list[RawEvent]:
+        rows = await self.pool.fetch(
+            f"SELECT {_READ_COLUMNS} FROM events WHERE stream_id = $1 AND version > $2 "
+            "ORDER BY version LIMIT $3",
+            stream_id,
+            after_version,
+            limit,
+        )
+        return [_raw_row(r) for r in rows]
+
+    async def read_all(
+        self,
+        after_position: int = 0,
+        limit: int = 1000,
+        types: Sequence[str] | None = None,
+        *,
+        conn: Connection | None = None,
+        horizon: bool = True,
+    ) -> list[RecordedEvent]:
+        """Committed events after ``after_position`` in position order, decoded.
+
+        Only events below the commit horizon are returned, so a later call never finds an event
+        with a lower position than one already returned. ``horizon=False`` is for a caller that
+        has stopped every writer (an inline projection's rebuild holds the append lock).
+        """
+        rows = await self._read_all_rows(after_position, limit, types, conn, horizon)
+        return [_decode_row(r) for r in rows]
+
+    async def read_all_raw(
+        self,
+        after_position: int = 0,
+        limit: int = 1000,
+        types: Sequence[str] | None = None,
+    ) -> list[RawEvent]:
+        """Like :meth:`read_all` without decoding: for audit views and unknown event types."""
+        rows = await self._read_all_rows(after_position, limit, types, None, True)
+        return [_raw_row(r) for r in rows]
+
+    async def _read_all_rows(
+        self,
+        after_position: int,
+        limit: int,
+        types: Sequence[str] | None,
+        conn: Connection | None,
+        horizon: bool,
+    ) -> list[Any]:
+        executor = conn if conn is not None else self.pool
+        below = f"AND {_HORIZON}" if horizon else ""
+        if types:
+            return await executor.fetch(
+                f"SELECT {_READ_COLUMNS} FROM events WHERE position > $1 AND type = ANY($3) "
+                f"{below} ORDER BY position LIMIT $2",
+                after_position,
+                limit,
+                list(types),
+            )
+        return await executor.fetch(
+            f"SELECT {_READ_COLUMNS} FROM events WHERE position > $1 {below} "
+            "ORDER BY position LIMIT $2",
+            after_position,
+            limit,
+        )
+
+    async def head_position(self) -> int:
+        """The highest committed position below the horizon (0 for an empty log)."""
+        value = await self.pool.fetchval(
+            f"SELECT max(position) FROM events WHERE {_HORIZON}"
+        )
+        return value or 0
+
+    async def last_position(self) -> int:
+        """The highest committed position, horizon or not (for lag figures)."""
+        value = await self.pool.fetchval("SELECT max(position) FROM events")
+        return value or 0
+
+    # ---------------------------------------------------------------- tailing
+    async def subscribe(
+        self,
+        after_position: int = 0,
+        *,
+        types: Sequence[str] | None = None,
+        batch_size: int = 1000,
+        stop: asyncio.Event | None = None,
+    ) -> AsyncIterator[RecordedEvent]:
+        """Catch up from the log, then follow it live.
+
+        Wakes on appends made in this process at once, on NOTIFY from other processes, and
+        otherwise polls every ``poll_interval`` seconds, so a lost notification only delays.
+        """
+        async for batch in self.subscribe_batches(
+            after_position, types=types, batch_size=batch_size, stop=stop
+        ):
+            for event in batch:
+                yield event
+
+    async def subscribe_batches(
+        self,
+        after_position: int = 0,
+        *,
+        types: Sequence[str] | None = None,
+        batch_size: int = 1000,
+        stop: asyncio.Event | None = None,
+    ) -> AsyncIterator[list[RecordedEvent]]:
+        wakeup = asyncio.Event()
+        self._wakeups.add(wakeup)
+        await self._ensure_listener()
+        position = after_position
+        # After a wake-up that found nothing (the horizon had not passed yet: some other
+        # transaction was still open), look again soon rather than a whole poll interval later.
+        retry = 0.0
+        try:
+            while stop is None or not stop.is_set():
+                wakeup.clear()
+                batch = await self.read_all(position, batch_size, types)
+                if batch:
+                    position = batch[-1].position
+                    retry = 0.0
+                    yield batch
+                    if len(batch) == batch_size:
+                        continue
+                timeout = self.poll_interval if retry == 0.0 else retry
+                woke = await _wait(wakeup, timeout, stop)
+                if woke:
+                    retry = 0.002 if retry == 0.0 else min(retry * 2, self.poll_interval)
+                else:
+                    retry = 0.0 if retry == 0.0 else min(retry * 2, self.poll_interval)
+        finally:
+            self._wakeups.discard(wakeup)
+
+    def _wake_local(self) -> None:
+        for wakeup in self._wakeups:
+            wakeup.set()
+
+    async def _ensure_listener(self) -> None:
+        if self._listen_dsn is None or self._listener_conn is not None or self._closed:
+            return
+        try:
+            conn = await asyncpg.connect(self._listen_dsn)
+            await conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
+            conn.add_termination_listener(self._on_listener_lost)
+            self._listener_conn = conn
+        except (OSError, asyncpg.PostgresError) as exc:
+            log.warning("event listener unavailable, polling only", extra={"error": str(exc)})
+        if self._notifier_task is None:
+            self._notifier_task = asyncio.get_running_loop().create_task(self._notify_loop())
+
+    def _on_notify(self, *_args: Any) -> None:
+        self._wake_local()
+
+    def _on_listener_lost(self, *_args: Any) -> None:
+        # Polling keeps subscribers going; the next subscribe() reconnects.
+        self._listener_conn = None
+
+    async def _notify_loop(self) -> None:
+        """Tell other processes about our appends, coalesced to one NOTIFY per burst.
+
+        NOTIFY inside the append's transaction would take PostgreSQL's global notify lock at
+        every commit and serialize writers; sending it afterwards costs a reader at most one
+        round trip of latency.
+        """
+        while not self._closed:
+            await self._notify_pending.wait()
+            self._notify_pending.clear()
+            try:
+                await self.pool.execute(f"NOTIFY {NOTIFY_CHANNEL}")
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("NOTIFY failed; readers will poll", extra={"error": str(exc)})
+                await asyncio.sleep(self.poll_interval)
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._notifier_task is not None:
+            self._notifier_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._notifier_task
+            self._notifier_task = None
+        if self._listener_conn is not None:
+            with contextlib.suppress(Exception):
+                await self._listener_conn.close()
+            self._listener_conn = None
+        self._wake_local()
+
+
+async def _wait(event: asyncio.Event, timeout: float, stop: asyncio.Event | None) -> bool:
+    """Wait for ``event`` (True) or the timeout (False); return early when ``stop`` is set."""
+    waiters: list[Awaitable[Any]] = [event.wait()]
+    if stop is not None:
+        waiters.append(stop.wait())
+    tasks = [asyncio.ensure_future(w) for w in waiters]
+    try:
+        done, _ = await asyncio.wait(tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+    return bool(done) and event.is_set()
+
+
+def _expected_label(expected_version: int) -> int | str:
+    if expected_version == NO_STREAM:
+        return "no stream"
+    if expected_version == ANY_VERSION:
+        return "any"
+    return expected_version
+
+
+def _decode_row(row: Any) -> RecordedEvent:
+    position = row[0]
+    return RecordedEvent(
+        position=position,
+        stream_id=row[1],
+        version=row[2],
+        type=row[3],
+        event=decode(row[3], row[4], row[5], position),
+        metadata=Metadata.from_json(row[6]),
+        occurred_at=row[7],
+    )
+
+
+def _raw_row(row: Any) -> RawEvent:
+    return RawEvent(
+        position=row[0],
+        stream_id=row[1],
+        version=row[2],
+        type=row[3],
+        schema_version=row[4],
+        data=orjson.loads(row[5]),
+        metadata=orjson.loads(row[6]),
+        occurred_at=row[7],
+    )

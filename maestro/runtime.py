@@ -1,0 +1,98 @@
+"""Wiring: open the database (external or embedded), migrate, build the store and projections.
+
+The HTTP app, the CLI and the tests all start Maestro through :func:`open_runtime`, so there is
+one way in and one way out.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+
+from maestro.adapters import embedded_pg, postgres
+from maestro.events.store import EventStore
+from maestro.projections import Projection, ProjectionRunner
+from maestro.projections.registry import all_projections
+from maestro.settings import Settings
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_DATABASE = "maestro"
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    dsn: str
+    pool: asyncpg.Pool
+    store: EventStore
+    projections: ProjectionRunner
+    embedded: embedded_pg.EmbeddedPostgres | None = None
+    started: dict[str, Any] = field(default_factory=dict)
+
+    async def close(self) -> None:
+        await self.projections.stop()
+        await self.store.close()
+        await self.pool.close()
+        if self.embedded is not None:
+            self.embedded.stop()
+
+
+async def resolve_database(settings: Settings) -> tuple[str, embedded_pg.EmbeddedPostgres | None]:
+    """The DSN to use: the configured one, or an embedded server's (started, database created)."""
+    if settings.database_url is not None:
+        return settings.database_url, None
+    server = await embedded_pg.start_embedded(settings.data_dir / "postgres")
+    conn = await asyncpg.connect(server.dsn)
+    try:
+        exists = await conn.fetchval(
+            "SELECT 1 FROM pg_database WHERE datname = $1", EMBEDDED_DATABASE
+        )
+        if not exists:
+            await conn.execute(f'CREATE DATABASE "{EMBEDDED_DATABASE}"')
+    finally:
+        await conn.close()
+    return server.database_dsn(EMBEDDED_DATABASE), server
+
+
+async def open_runtime(
+    settings: Settings,
+    *,
+    projections: list[Projection] | None = None,
+    follow: bool = True,
+) -> Runtime:
+    t0 = time.perf_counter()
+    dsn, server = await resolve_database(settings)
+    try:
+        t1 = time.perf_counter()
+        conn = await asyncpg.connect(dsn)
+        try:
+            applied = await postgres.migrate(conn)
+        finally:
+            await conn.close()
+        t2 = time.perf_counter()
+        pool = await postgres.create_pool(
+            dsn, min_size=settings.pool_min_size, max_size=settings.pool_max_size
+        )
+        store = EventStore(pool, listen_dsn=dsn, poll_interval=settings.poll_interval)
+        runner = ProjectionRunner(store, projections if projections is not None else all_projections())
+        await runner.prepare()
+        if follow:
+            runner.start()
+    except BaseException:
+        if server is not None:
+            server.stop()
+        raise
+    runtime = Runtime(settings, dsn, pool, store, runner, server)
+    runtime.started = {
+        "database_ready_s": round(t1 - t0, 3),
+        "migrated_s": round(t2 - t1, 3),
+        "migrations_applied": applied,
+        "embedded": server is not None,
+    }
+    log.info("maestro runtime open", extra=runtime.started)
+    return runtime

@@ -1,0 +1,131 @@
+"""Test fixtures: a real PostgreSQL for every test.
+
+``MAESTRO_TEST_DATABASE_URL`` (any PostgreSQL >= 13, a database the tests may create databases
+from) is used when set; otherwise one embedded server starts per session in a temporary directory.
+Each test gets a fresh database cloned from a template migrated once (procrastinate's pattern),
+so tests are isolated and fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from maestro.adapters import embedded_pg, postgres
+from maestro.events.store import EventStore
+
+TEMPLATE = f"maestro_tpl_{os.getpid()}"
+
+
+def _with_database(dsn: str, database: str) -> str:
+    """Swap the database name of a DSN (URL form, with or without a host socket query)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(dsn)
+    return urlunsplit(parts._replace(path="/" + database))
+
+
+@pytest.fixture(scope="session")
+def pg_admin_dsn() -> Iterator[str]:
+    external = os.environ.get("MAESTRO_TEST_DATABASE_URL")
+    if external:
+        yield external
+        return
+    tmp = Path(tempfile.mkdtemp(prefix="maestro-test-pg-"))
+    server = embedded_pg.start_embedded_sync(tmp / "pg", cleanup_mode="stop")
+    try:
+        yield server.dsn
+    finally:
+        server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_template(pg_admin_dsn: str) -> Iterator[str]:
+    async def create() -> None:
+        conn = await asyncpg.connect(pg_admin_dsn)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE}"')
+            await conn.execute(f'CREATE DATABASE "{TEMPLATE}"')
+        finally:
+            await conn.close()
+        conn = await asyncpg.connect(_with_database(pg_admin_dsn, TEMPLATE))
+        try:
+            await postgres.migrate(conn)
+        finally:
+            await conn.close()
+
+    async def drop() -> None:
+        conn = await asyncpg.connect(pg_admin_dsn)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+    asyncio.run(create())
+    yield TEMPLATE
+    asyncio.run(drop())
+
+
+@pytest.fixture
+async def fresh_database(pg_admin_dsn: str) -> AsyncIterator[tuple[str, str]]:
+    """An empty database (no migrations): (dsn, name)."""
+    name = f"maestro_t_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(pg_admin_dsn)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    try:
+        yield _with_database(pg_admin_dsn, name), name
+    finally:
+        admin = await asyncpg.connect(pg_admin_dsn)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+@pytest.fixture
+async def dsn(pg_admin_dsn: str, pg_template: str) -> AsyncIterator[str]:
+    """A fresh, migrated database cloned from the template."""
+    name = f"maestro_t_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(pg_admin_dsn)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"')
+    finally:
+        await admin.close()
+    try:
+        yield _with_database(pg_admin_dsn, name)
+    finally:
+        admin = await asyncpg.connect(pg_admin_dsn)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+@pytest.fixture
+async def pool(dsn: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await postgres.create_pool(dsn, min_size=1, max_size=12)
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+@pytest.fixture
+async def store(pool: asyncpg.Pool, dsn: str) -> AsyncIterator[EventStore]:
+    store = EventStore(pool, listen_dsn=dsn, poll_interval=0.2)
+    try:
+        yield store
+    finally:
+        await store.close()
