@@ -2,13 +2,17 @@
 --
 -- Ordering without skips. `position` comes from a sequence, so it is allocated at INSERT time but
 -- becomes visible at COMMIT time: a reader tailing `position` could see 11 commit before 10 and
--- skip 10 forever. We close that hole without serializing writers:
---   * every appending transaction takes its xid and its block of positions while holding a
---     session-level advisory lock that it releases at once (before the expensive commit), so
---     positions are monotonic in xid order across appenders;
---   * readers only return rows whose `tx_id` is below `pg_snapshot_xmin(pg_current_snapshot())`:
---     every transaction below that horizon has finished, and by the monotonicity above any event
---     that is still invisible has a higher position than every event returned.
+-- skip 10 forever. We close that hole without serializing writers' commits:
+--   * an appending transaction allocates its block of positions and takes a transaction-level
+--     advisory lock keyed by its first position, both under a short allocation mutex (a
+--     session-level advisory lock released at once, long before the expensive commit);
+--   * PostgreSQL releases transaction locks only after the commit is visible to new snapshots, so
+--     a reader that, under the same mutex, reads the highest allocated position and the set of
+--     positions still locked knows a safe bound: every position up to it that will ever commit
+--     already has. `events_safe_position()` computes it; readers read `position <= bound` in the
+--     next statement (a later snapshot).
+-- Unlike a snapshot-xmin horizon, only in-flight appends hold readers back, not every open
+-- transaction in the cluster (projection batches, rebuilds, imports).
 -- See maestro/events/store.py and docs/event-store.md for the measurements behind this choice.
 
 CREATE SEQUENCE events_position_seq AS bigint CACHE 1;
@@ -22,7 +26,6 @@ CREATE TABLE events (
     data           jsonb       NOT NULL,
     metadata       jsonb       NOT NULL,
     occurred_at    timestamptz NOT NULL,
-    tx_id          xid8        NOT NULL,
     PRIMARY KEY (stream_id, version)
 );
 
@@ -65,14 +68,7 @@ DECLARE
     v_current integer;
     v_count integer := cardinality(p_types);
     v_first bigint;
-    v_tx xid8;
 BEGIN
-    IF pg_current_xact_id_if_assigned() IS NOT NULL THEN
-        -- The horizon argument above needs the xid to be taken under the lock below.
-        RAISE EXCEPTION 'events_append must be the first write of its transaction'
-            USING ERRCODE = 'MA500';
-    END IF;
-
     SELECT max(e.version) INTO v_current FROM events e WHERE e.stream_id = p_stream_id;
     v_current := coalesce(v_current, 0);
     IF p_expected_version <> -2 AND greatest(p_expected_version, 0) <> v_current THEN
@@ -81,22 +77,53 @@ BEGIN
     END IF;
 
     PERFORM pg_advisory_lock(7283001);
-    v_tx := pg_current_xact_id();
     v_first := nextval('events_position_seq');
     IF v_count > 1 THEN
         -- setval is not transactional either; the block [v_first, v_first + v_count) is ours.
         PERFORM setval('events_position_seq', v_first + v_count - 1);
     END IF;
+    -- Held until this transaction has committed or rolled back: "position v_first in flight".
+    PERFORM pg_advisory_xact_lock_shared(1867, (v_first & 4294967295)::bit(32)::integer);
     PERFORM pg_advisory_unlock(7283001);
 
     INSERT INTO events (position, stream_id, version, type, schema_version, data, metadata,
-                        occurred_at, tx_id)
+                        occurred_at)
     SELECT v_first + i - 1, p_stream_id, v_current + i, p_types[i], p_schema_versions[i],
-           p_data[i], p_metadata[i], p_occurred_at, v_tx
+           p_data[i], p_metadata[i], p_occurred_at
     FROM generate_subscripts(p_types, 1) AS i;
 
     first_position := v_first;
     last_version := v_current + v_count;
     RETURN NEXT;
+END;
+$$;
+
+-- The highest position a reader may read up to: below it, nothing is still in flight.
+CREATE FUNCTION events_safe_position() RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_high bigint;
+    v_called boolean;
+    v_inflight bigint[];
+    v_low bigint;
+BEGIN
+    PERFORM pg_advisory_lock(7283001);
+    SELECT last_value, is_called INTO v_high, v_called FROM events_position_seq;
+    SELECT array_agg(l.objid::bigint) INTO v_inflight
+    FROM pg_locks l
+    WHERE l.locktype = 'advisory' AND l.classid = 1867 AND l.objsubid = 2
+      AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database());
+    PERFORM pg_advisory_unlock(7283001);
+
+    IF NOT v_called THEN
+        RETURN 0;
+    END IF;
+    IF v_inflight IS NULL THEN
+        RETURN v_high;
+    END IF;
+    -- Locks carry the low 32 bits of a position; in-flight positions lie just below v_high.
+    SELECT min(v_high - (((v_high & 4294967295) - k) & 4294967295)) INTO v_low
+    FROM unnest(v_inflight) AS k;
+    RETURN v_low - 1;
 END;
 $$;

@@ -15,12 +15,18 @@ import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import asyncpg
 import pytest
 
 from maestro.adapters import embedded_pg, postgres
 from maestro.events.store import EventStore
+
+if TYPE_CHECKING:
+    from aiohttp.test_utils import TestClient
+
+    from maestro.runtime import Runtime
 
 TEMPLATE = f"maestro_tpl_{os.getpid()}"
 
@@ -129,3 +135,27 @@ async def store(pool: asyncpg.Pool, dsn: str) -> AsyncIterator[EventStore]:
         yield store
     finally:
         await store.close()
+
+
+@pytest.fixture
+async def runtime(dsn: str, tmp_path: Path) -> AsyncIterator["Runtime"]:
+    from maestro.runtime import open_runtime
+    from maestro.settings import Settings
+
+    settings = Settings(database_url=dsn, data_dir=tmp_path / "data", poll_interval=0.2)
+    rt = await open_runtime(settings)
+    try:
+        yield rt
+    finally:
+        await rt.close()
+
+
+@pytest.fixture
+async def client(runtime: "Runtime") -> AsyncIterator["TestClient"]:
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from maestro.http.app import create_app
+
+    app = create_app(runtime.settings, runtime=runtime)
+    async with TestClient(TestServer(app)) as c:
+        yield c

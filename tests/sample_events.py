@@ -63,7 +63,7 @@ class BalancesProjection(Projection):
                 delta = e.amount if isinstance(e, Deposited) else -e.amount
                 await conn.execute(
                     "INSERT INTO test_balances (account, owner, balance, lowest, events) "
-                    "VALUES ($1, '', $2, least($2, 0), 1) ON CONFLICT (account) DO UPDATE SET "
+                    "VALUES ($1, '', $2::bigint, least($2::bigint, 0), 1) ON CONFLICT (account) DO UPDATE SET "
                     "balance = test_balances.balance + $2, "
                     "lowest = least(test_balances.lowest, test_balances.balance + $2), "
                     "events = test_balances.events + 1",

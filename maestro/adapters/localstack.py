@@ -159,12 +159,13 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _pid_runs_in(pid: int, data_dir: Path) -> bool:
-    """Whether pid is a live process whose command line names data_dir (guards PID reuse)."""
+    """Whether pid is a live process started on data_dir by us (guards against PID reuse)."""
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
     except OSError:
         return False
-    return _pid_alive(pid) and str(data_dir) in cmdline
+    ours = {str(data_dir / "bigquery"), str(data_dir / "gcs")}
+    return _pid_alive(pid) and not ours.isdisjoint(argv)
 
 
 def _free_port() -> int:

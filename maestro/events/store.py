@@ -3,8 +3,8 @@
 ``append`` adds events to one stream with optimistic concurrency; ``read`` reads one stream;
 ``read_all`` and ``subscribe`` tail the whole log by position. Readers never skip an event that
 commits late with a lower position: see the comment at the top of ``sql/001_event_store.sql`` and
-``docs/event-store.md`` for the mechanism (xid-ordered positions plus a snapshot-xmin horizon) and
-the measurements that chose it over a writer lock.
+``docs/event-store.md`` for the mechanism (in-flight positions marked by transaction-level advisory
+locks, a safe bound below them) and the measurements that chose it over a writer lock.
 """
 
 from __future__ import annotations
@@ -38,8 +38,9 @@ INLINE_PROJECTION_LOCK = 7283002
 _READ_COLUMNS = (
     "position, stream_id, version, type, schema_version, data::text, metadata::text, occurred_at"
 )
-# Every transaction below this horizon has finished; see sql/001_event_store.sql.
-_HORIZON = "tx_id < pg_snapshot_xmin(pg_current_snapshot())"
+# Below this bound no append is in flight; see sql/001_event_store.sql. It must be computed in a
+# statement before the one that reads (a later snapshot), never inside a REPEATABLE READ reader.
+_SAFE_POSITION = "SELECT events_safe_position()"
 
 
 class Connection(Protocol):
@@ -200,8 +201,6 @@ class EventStore:
             message = self._unique_messages.get(exc.constraint_name or "")
             if message is not None:
                 return Conflict(message)
-        if sqlstate == "MA500":
-            return MaestroError(str(exc))
         return MaestroError(f"event store error: {exc}")
 
     # ---------------------------------------------------------------- reading
@@ -243,15 +242,14 @@ class EventStore:
         types: Sequence[str] | None = None,
         *,
         conn: Connection | None = None,
-        horizon: bool = True,
     ) -> list[RecordedEvent]:
         """Committed events after ``after_position`` in position order, decoded.
 
-        Only events below the commit horizon are returned, so a later call never finds an event
-        with a lower position than one already returned. ``horizon=False`` is for a caller that
-        has stopped every writer (an inline projection's rebuild holds the append lock).
+        Only events below the safe bound are returned (no append with a lower position is still
+        in flight), so a later call never finds an event with a lower position than one already
+        returned.
         """
-        rows = await self._read_all_rows(after_position, limit, types, conn, horizon)
+        rows = await self._read_all_rows(after_position, limit, types, conn)
         return [_decode_row(r) for r in rows]
 
     async def read_all_raw(
@@ -261,7 +259,7 @@ class EventStore:
         types: Sequence[str] | None = None,
     ) -> list[RawEvent]:
         """Like :meth:`read_all` without decoding: for audit views and unknown event types."""
-        rows = await self._read_all_rows(after_position, limit, types, None, True)
+        rows = await self._read_all_rows(after_position, limit, types, None)
         return [_raw_row(r) for r in rows]
 
     async def _read_all_rows(
@@ -270,34 +268,36 @@ class EventStore:
         limit: int,
         types: Sequence[str] | None,
         conn: Connection | None,
-        horizon: bool,
     ) -> list[Any]:
-        executor = conn if conn is not None else self.pool
-        below = f"AND {_HORIZON}" if horizon else ""
+        if conn is None:
+            async with self.pool.acquire() as own:
+                return await self._read_all_rows(after_position, limit, types, own)
+        bound = await conn.fetchval(_SAFE_POSITION)
+        if bound <= after_position:
+            return []
         if types:
-            return await executor.fetch(
-                f"SELECT {_READ_COLUMNS} FROM events WHERE position > $1 AND type = ANY($3) "
-                f"{below} ORDER BY position LIMIT $2",
+            return await conn.fetch(
+                f"SELECT {_READ_COLUMNS} FROM events WHERE position > $1 AND position <= $4 "
+                "AND type = ANY($3) ORDER BY position LIMIT $2",
                 after_position,
                 limit,
                 list(types),
+                bound,
             )
-        return await executor.fetch(
-            f"SELECT {_READ_COLUMNS} FROM events WHERE position > $1 {below} "
+        return await conn.fetch(
+            f"SELECT {_READ_COLUMNS} FROM events WHERE position > $1 AND position <= $3 "
             "ORDER BY position LIMIT $2",
             after_position,
             limit,
+            bound,
         )
 
     async def head_position(self) -> int:
-        """The highest committed position below the horizon (0 for an empty log)."""
-        value = await self.pool.fetchval(
-            f"SELECT max(position) FROM events WHERE {_HORIZON}"
-        )
-        return value or 0
+        """The position below which every event that will ever commit has committed."""
+        return await self.pool.fetchval(_SAFE_POSITION)
 
     async def last_position(self) -> int:
-        """The highest committed position, horizon or not (for lag figures)."""
+        """The highest committed position (for lag figures)."""
         value = await self.pool.fetchval("SELECT max(position) FROM events")
         return value or 0
 
@@ -333,8 +333,8 @@ class EventStore:
         self._wakeups.add(wakeup)
         await self._ensure_listener()
         position = after_position
-        # After a wake-up that found nothing (the horizon had not passed yet: some other
-        # transaction was still open), look again soon rather than a whole poll interval later.
+        # After a wake-up that found nothing (an append with a lower position was still in
+        # flight), look again soon rather than a whole poll interval later.
         retry = 0.0
         try:
             while stop is None or not stop.is_set():

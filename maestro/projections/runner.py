@@ -104,11 +104,7 @@ class ProjectionRunner:
             await projection.reset(conn)
             position = 0
             while True:
-                # Our own transaction holds an xid now and would hold the horizon back; an
-                # inline rebuild has stopped all writers, so it may read everything committed.
-                batch = await self.store.read_all(
-                    position, REBUILD_BATCH, types, conn=conn, horizon=not inline
-                )
+                batch = await self.store.read_all(position, REBUILD_BATCH, types, conn=conn)
                 if not batch:
                     break
                 await projection.apply(conn, batch)

@@ -117,17 +117,6 @@ async def test_old_payloads_are_upcast_on_read(store: EventStore, pool: asyncpg.
     assert raw[0].data == {"max": 50} and raw[0].schema_version == 1
 
 
-async def test_append_must_open_its_transaction(pool: asyncpg.Pool) -> None:
-    async with pool.acquire() as conn, conn.transaction():
-        await conn.execute("CREATE TEMP TABLE scratch (x int)")
-        await conn.execute("INSERT INTO scratch VALUES (1)")
-        with pytest.raises(asyncpg.PostgresError, match="first write"):
-            await conn.execute(
-                "SELECT * FROM events_append('x-1', -1, ARRAY['AccountOpened'], ARRAY[1]::smallint[], "
-                "ARRAY['{\"owner\":\"a\"}'::jsonb], ARRAY['{}'::jsonb], now())"
-            )
-
-
 async def test_reader_never_passes_an_open_transaction(store: EventStore, pool: asyncpg.Pool) -> None:
     """A transaction that allocated a lower position but commits later holds readers back."""
     slow = await pool.acquire()

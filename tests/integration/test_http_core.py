@@ -1,0 +1,108 @@
+"""The service shell and the history API over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+
+from sample_events import AccountOpened, Deposited
+
+from maestro.events import Metadata
+from maestro.events.store import NO_STREAM
+
+ME = Metadata(actor="user:1")
+
+
+async def test_healthz(client) -> None:
+    resp = await client.get("/healthz")
+    assert resp.status == 200
+    assert await resp.json() == {"status": "ok"}
+
+
+async def test_events_are_listed_with_metadata_and_paginated(client, runtime) -> None:
+    store = runtime.store
+    for i in range(5):
+        await store.append(f"account-{i}", NO_STREAM, [AccountOpened(owner=str(i)), Deposited(amount=i)], ME)
+
+    resp = await client.get("/api/v1/events", params={"limit": "4"})
+    assert resp.status == 200
+    page = await resp.json()
+    assert len(page["events"]) == 4
+    first = page["events"][0]
+    assert first["type"] == "AccountOpened" and first["data"] == {"owner": "0"}
+    assert first["metadata"]["actor"] == "user:1" and "correlation_id" in first["metadata"]
+    assert first["stream_id"] == "account-0" and first["version"] == 1
+
+    positions = [e["position"] for e in page["events"]]
+    after = page["next_after"]
+    while after is not None:
+        resp = await client.get("/api/v1/events", params={"limit": "4", "after": str(after)})
+        page = await resp.json()
+        positions += [e["position"] for e in page["events"]]
+        after = page["next_after"]
+    assert len(positions) == 10 and positions == sorted(positions)
+
+    resp = await client.get("/api/v1/events?type=Deposited")
+    assert {e["type"] for e in (await resp.json())["events"]} == {"Deposited"}
+    resp = await client.get("/api/v1/events?type=Deposited,AccountOpened&type=Nope")
+    assert len((await resp.json())["events"]) == 10
+
+
+async def test_stream_endpoint(client, runtime) -> None:
+    await runtime.store.append("account-x", NO_STREAM, [AccountOpened(owner="x"), Deposited(amount=1), Deposited(amount=2)], ME)
+    resp = await client.get("/api/v1/streams/account-x", params={"limit": "2"})
+    body = await resp.json()
+    assert body["version"] == 3 and [e["version"] for e in body["events"]] == [1, 2]
+    assert body["next_after_version"] == 2
+    resp = await client.get("/api/v1/streams/account-x", params={"after_version": "2"})
+    assert [e["version"] for e in (await resp.json())["events"]] == [3]
+
+    resp = await client.get("/api/v1/streams/account-none")
+    assert resp.status == 404
+    assert (await resp.json())["error"]["code"] == "not_found"
+
+
+async def test_streams_listing_follows_the_async_projection(client, runtime) -> None:
+    await runtime.store.append("account-y", NO_STREAM, [AccountOpened(owner="y")], ME)
+    for _ in range(100):
+        resp = await client.get("/api/v1/streams", params={"category": "account"})
+        streams = (await resp.json())["streams"]
+        if streams:
+            break
+        await asyncio.sleep(0.05)
+    assert streams[0]["stream_id"] == "account-y" and streams[0]["version"] == 1
+
+
+async def test_bad_parameters_are_json_errors(client) -> None:
+    resp = await client.get("/api/v1/events", params={"limit": "lots"})
+    assert resp.status == 422
+    error = (await resp.json())["error"]
+    assert error["code"] == "validation_failed" and "limit" in error["message"]
+
+    resp = await client.get("/api/v1/events", params={"limit": "100000"})
+    assert resp.status == 422
+
+    resp = await client.get("/api/v1/events", params={"bogus": "1"})
+    assert resp.status == 422 and "bogus" in (await resp.json())["error"]["message"]
+
+    resp = await client.get("/api/v1/nothing-here")
+    assert resp.status == 404 and (await resp.json())["error"]["code"] == "not_found"
+
+    resp = await client.post("/api/v1/events")
+    assert resp.status == 405 and (await resp.json())["error"]["code"] == "method_not_allowed"
+
+
+async def test_metrics_in_prometheus_format(client, runtime) -> None:
+    await runtime.store.append("account-m", NO_STREAM, [AccountOpened(owner="m"), Deposited(amount=1)], ME)
+    resp = await client.get("/metrics")
+    assert resp.status == 200
+    assert resp.headers["Content-Type"].startswith("text/plain")
+    text = await resp.text()
+    assert 'maestro_events_appended_total{category="account"} 2.0' in text
+    assert 'maestro_projection_lag_events{mode="async",projection="streams"}' in text
+    assert "maestro_log_head_position" in text
+
+
+async def test_projection_status_endpoint(client) -> None:
+    resp = await client.get("/api/v1/projections")
+    names = {p["name"] for p in (await resp.json())["projections"]}
+    assert "streams" in names
