@@ -384,7 +384,11 @@ def start_local_stack_sync(
 
     auto = bq_port == 0 or gcs_port == 0
     for attempt in range(3):
-        ports = {"bq": bq_port or _free_port(), "grpc": _free_port(), "gcs": gcs_port or _free_port()}
+        ports = {
+            "bq": bq_port or _free_port(),
+            "grpc": _free_port(),
+            "gcs": gcs_port or _free_port(),
+        }
         gcs_endpoint = f"http://{HOST}:{ports['gcs']}"
         processes: list[_Process] = []
         deadline = time.monotonic() + timeout
@@ -406,7 +410,9 @@ def start_local_stack_sync(
                 _child_env(),
             )  # fmt: skip
             processes.append(gcs)
-            seconds = {"fake-gcs-server": _wait_ready(gcs, f"{gcs_endpoint}/storage/v1/b", deadline)}
+            seconds = {
+                "fake-gcs-server": _wait_ready(gcs, f"{gcs_endpoint}/storage/v1/b", deadline)
+            }
             bq = _spawn(
                 "local-bigquery",
                 [

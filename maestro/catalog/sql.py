@@ -171,6 +171,31 @@ def self_reference_free(
     )
 
 
+# The only table spellings the original accepted: [proj:ds.t], [ds.t], `proj.ds.t`, `ds.t`.
+_NAIVE_SPEC = re.compile(r"\[(?:([\w.:-]+):)?(\w+)\.(\w+)\]|`(?:([\w-]+)\.)?(\w+)\.(\w+)`")
+
+
+def naive_references(sql: str) -> set[str]:
+    """BASELINE ONLY: the original Maestro's regex inference, for benchmarks to compare against.
+
+    Do not use it for anything else. Like ``model/sql.go`` it strips comments (even inside
+    strings), splits on whitespace, parentheses, ';' and ',', and takes the token after
+    FROM/JOIN/TABLE_DATE_RANGE when it is a quoted name. So it misses unquoted ``ds.t`` and the
+    second table of a comma join, and mistakes a CTE quoted like a table for one.
+
+    >>> sorted(naive_references("SELECT * FROM `ds.a`, `ds.b` JOIN ds.c ON TRUE"))
+    ['ds.a']
+    """
+    text = re.sub(r"/\*.*?\*/|(?:--|#)[^\n]*", " ", sql, flags=re.S)
+    words = [word for word in re.split(r"[\s(),;]+", text) if word]
+    found = set()
+    for keyword, candidate in zip(words, words[1:], strict=False):
+        if keyword.upper() in ("FROM", "JOIN", "TABLE_DATE_RANGE"):
+            if match := _NAIVE_SPEC.fullmatch(candidate):
+                found.add(".".join(part for part in match.groups() if part))
+    return found
+
+
 def _parse(pieces: Iterable[Piece], sql: str) -> Iterator[tuple[Piece, exp.Expr | None]]:
     """Parse each piece of a flattened script; opaque pieces yield None."""
     parser = _DIALECT.parser()

@@ -134,6 +134,7 @@ def flatten(tokens: list[Token], sql: str) -> Script:
 class _Flattener:
     def __init__(self, tokens: list[Token], sql: str) -> None:
         self.tokens = tokens
+        self.kinds = [token.token_type for token in tokens]
         self.sql = sql
         self.i = 0
         self.pieces: list[Piece] = []
@@ -273,23 +274,20 @@ class _Flattener:
         raise self._error(opener, f"{opener.text.upper()} without {terminator}")
 
     def _take_statement(self, *, stop_at_begin: bool = False) -> list[Token]:
-        """The tokens up to the next top-level ';' (consumed, not returned)."""
-        depth = 0
-        start = j = self.i
-        while j < len(self.tokens):
-            kind = self.tokens[j].token_type
-            if kind in (TokenType.L_PAREN, TokenType.L_BRACKET):
-                depth += 1
-            elif kind in (TokenType.R_PAREN, TokenType.R_BRACKET):
-                depth -= 1
-            elif depth == 0 and kind is TokenType.SEMICOLON:
-                self.i = j + 1
-                return self.tokens[start:j]
-            elif depth == 0 and stop_at_begin and _word(self.tokens[j]) == "BEGIN":
-                break
-            j += 1
-        self.i = j
-        return self.tokens[start:j]
+        """The tokens up to the next ';' (consumed, not returned), or up to a BEGIN if asked.
+
+        A ';' can only end a statement (strings and comments are single tokens), so the search
+        is a plain index lookup: most scripts are one long SELECT and this is its hot path.
+        """
+        start = self.i
+        try:
+            end = self.kinds.index(TokenType.SEMICOLON, start)
+        except ValueError:
+            end = len(self.tokens)
+        if stop_at_begin:
+            end = next((j for j in range(start, end) if _word(self.tokens[j]) == "BEGIN"), end)
+        self.i = end + 1 if end < len(self.tokens) and self.kinds[end] is TokenType.SEMICOLON else end
+        return self.tokens[start:end]
 
     def _is_procedure_header(self) -> bool:
         # CREATE [OR REPLACE] [TEMP] PROCEDURE [IF NOT EXISTS] name(…) [OPTIONS(…)] BEGIN

@@ -35,6 +35,10 @@ NOTIFY_CHANNEL = "maestro_events"
 # takes it exclusively) sees a log that does not move under it.
 INLINE_PROJECTION_LOCK = 7283002
 
+_APPEND = (
+    "SELECT first_position, last_version FROM "
+    "events_append($1, $2, $3, $4::smallint[], $5::jsonb[], $6::jsonb[], $7)"
+)
 _READ_COLUMNS = (
     "position, stream_id, version, type, schema_version, data::text, metadata::text, occurred_at"
 )
@@ -136,48 +140,32 @@ class EventStore:
         schema_versions = [type(e).schema_version for e in events]
         inline = [p for p in self._inline if any(p.handles(t) for t in types)]
 
+        args = (stream_id, expected_version, types, schema_versions, payloads, meta_json, occurred_at)
         try:
-            async with self.pool.acquire() as conn, conn.transaction():
-                if self._inline:
-                    await conn.execute(
-                        "SELECT pg_advisory_xact_lock_shared($1)", INLINE_PROJECTION_LOCK
-                    )
-                row = await conn.fetchrow(
-                    "SELECT first_position, last_version FROM "
-                    "events_append($1, $2, $3, $4::smallint[], $5::jsonb[], $6::jsonb[], $7)",
-                    stream_id,
-                    expected_version,
-                    types,
-                    schema_versions,
-                    payloads,
-                    meta_json,
-                    occurred_at,
-                )
-                first, last_version = row["first_position"], row["last_version"]
-                first_version = last_version - len(events) + 1
-                recorded = tuple(
-                    RecordedEvent(
-                        position=first + i,
-                        stream_id=stream_id,
-                        version=first_version + i,
-                        type=types[i],
-                        event=events[i],
-                        metadata=metas[i],
-                        occurred_at=occurred_at,
-                    )
-                    for i in range(len(events))
-                )
-                for projection in inline:
-                    mine = [r for r in recorded if projection.handles(r.type)]
-                    await projection.apply(conn, mine)
+            async with self.pool.acquire() as conn:
+                if not inline:
+                    # One statement is its own transaction: one round trip, no BEGIN/COMMIT.
+                    row = await conn.fetchrow(_APPEND, *args)
+                    recorded = _recorded(row, stream_id, events, types, metas, occurred_at)
+                else:
+                    async with conn.transaction():
+                        # Shared: appends run side by side; a rebuild takes it exclusively.
+                        await conn.execute(
+                            "SELECT pg_advisory_xact_lock_shared($1)", INLINE_PROJECTION_LOCK
+                        )
+                        row = await conn.fetchrow(_APPEND, *args)
+                        recorded = _recorded(row, stream_id, events, types, metas, occurred_at)
+                        for projection in inline:
+                            mine = [r for r in recorded if projection.handles(r.type)]
+                            await projection.apply(conn, mine)
         except asyncpg.PostgresError as exc:
             raise await self._translate(exc, stream_id, expected_version) from exc
 
         result = AppendResult(
             stream_id=stream_id,
-            first_position=first,
-            last_position=first + len(events) - 1,
-            version=last_version,
+            first_position=recorded[0].position,
+            last_position=recorded[-1].position,
+            version=recorded[-1].version,
             events=recorded,
         )
         for listener in self._append_listeners:
@@ -423,6 +411,30 @@ async def _wait(event: asyncio.Event, timeout: float, stop: asyncio.Event | None
     return bool(done) and event.is_set()
 
 
+def _recorded(
+    row: Any,
+    stream_id: str,
+    events: Sequence[Event],
+    types: list[str],
+    metas: list[Metadata],
+    occurred_at: dt.datetime,
+) -> tuple[RecordedEvent, ...]:
+    first, last_version = row["first_position"], row["last_version"]
+    first_version = last_version - len(events) + 1
+    return tuple(
+        RecordedEvent(
+            position=first + i,
+            stream_id=stream_id,
+            version=first_version + i,
+            type=types[i],
+            event=events[i],
+            metadata=metas[i],
+            occurred_at=occurred_at,
+        )
+        for i in range(len(events))
+    )
+
+
 def _expected_label(expected_version: int) -> int | str:
     if expected_version == NO_STREAM:
         return "no stream"
@@ -434,13 +446,7 @@ def _expected_label(expected_version: int) -> int | str:
 def _decode_row(row: Any) -> RecordedEvent:
     position = row[0]
     return RecordedEvent(
-        position=position,
-        stream_id=row[1],
-        version=row[2],
-        type=row[3],
-        event=decode(row[3], row[4], row[5], position),
-        metadata=Metadata.from_json(row[6]),
-        occurred_at=row[7],
+        position, row[1], row[2], row[3], decode(row[3], row[4], row[5], position), row[6], row[7]
     )
 
 

@@ -1,0 +1,43 @@
+# Two commands on a fresh machine: `make run` and `make test`. Everything else is set up by them.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# The local BigQuery + GCS stack (its own Python 3.13 environment; docs/local-stack.md).
+LOCALSTACK_STAMP := .venv-localbq/.setup-stamp
+
+.PHONY: run test test-fast bench schema lint clean setup localstack
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	@touch $@
+
+localstack: $(LOCALSTACK_STAMP)
+
+$(LOCALSTACK_STAMP): scripts/setup-localstack.sh localstack/constraints-localbq.txt
+	bash scripts/setup-localstack.sh
+
+run: setup localstack
+	$(BIN)/maestro serve
+
+test: setup localstack
+	$(BIN)/pytest
+
+# Skips the slow torture/crash tests; `make test` runs everything.
+test-fast: setup localstack
+	$(BIN)/pytest -m "not slow"
+
+bench: setup
+	$(BIN)/python -m bench.bench_store
+	$(BIN)/python bench/bench_graph.py
+
+# Regenerate sql/schema.sql from the numbered migrations (tests fail until it matches).
+schema: setup
+	$(BIN)/python scripts/dump_schema.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info

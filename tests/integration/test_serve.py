@@ -1,0 +1,87 @@
+"""`maestro serve` as a real process: embedded PostgreSQL, JSON logs, graceful shutdown, restart."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import asyncpg
+
+MAESTRO = str(Path(sys.executable).with_name("maestro"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start(data_dir: Path, port: int, log: Path) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAESTRO_")}
+    env["MAESTRO_DATA_DIR"] = str(data_dir)
+    with log.open("ab") as out:  # the child keeps its own descriptor
+        return subprocess.Popen(
+            [MAESTRO, "serve", "--port", str(port)], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+
+
+def _get(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        return json.loads(resp.read())
+
+
+def _wait_healthy(port: int, proc: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, log.read_text()
+        try:
+            if _get(f"http://127.0.0.1:{port}/healthz")["status"] == "ok":
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError("maestro serve did not become healthy:\n" + log.read_text())
+
+
+def _stop(proc: subprocess.Popen) -> int:
+    proc.send_signal(signal.SIGTERM)
+    return proc.wait(timeout=30)
+
+
+async def test_serve_embedded_persists_and_shuts_down_cleanly(tmp_path: Path) -> None:
+    data_dir, log = tmp_path / "data", tmp_path / "serve.log"
+    port = _free_port()
+    proc = _start(data_dir, port, log)
+    try:
+        _wait_healthy(port, proc, log)
+        assert _get(f"http://127.0.0.1:{port}/api/v1/events")["events"] == []
+        # Write one event straight through the embedded server's socket.
+        dsn = f"postgresql://postgres:@/maestro?host={data_dir / 'postgres'}"
+        conn = await asyncpg.connect(dsn)
+        await conn.execute(
+            "SELECT * FROM events_append('probe-1', -1, ARRAY['ProbeRecorded'], ARRAY[1]::smallint[], "
+            "ARRAY['{\"n\": 1}'::jsonb], ARRAY['{\"actor\": \"test\"}'::jsonb], now())"
+        )
+        await conn.close()
+    finally:
+        code = _stop(proc)
+    assert code == 0, log.read_text()
+    assert not (data_dir / "postgres" / "postmaster.pid").exists(), "embedded PostgreSQL left running"
+
+    lines = [ln for ln in log.read_text().splitlines() if ln.startswith("{")]
+    records = [json.loads(ln) for ln in lines]
+    assert records and all({"time", "level", "logger", "message"} <= r.keys() for r in records)
+
+    proc = _start(data_dir, port, log)
+    try:
+        _wait_healthy(port, proc, log)
+        events = _get(f"http://127.0.0.1:{port}/api/v1/events")["events"]
+        assert [e["stream_id"] for e in events] == ["probe-1"]
+    finally:
+        assert _stop(proc) == 0
