@@ -166,5 +166,47 @@ def projections_rebuild(ctx: click.Context, name: str | None, **flags: Any) -> N
         click.echo(f"rebuilt {n}: {count} events in {seconds:.2f}s")
 
 
+@main.group()
+def token() -> None:
+    """API tokens."""
+
+
+@token.command("create")
+@_database_options
+@click.option("--user", "user_id", default="bootstrap-admin", show_default=True, help="User the token acts as.")
+@click.option("--name", default="cli", show_default=True, help="A name to recognise the token by.")
+@click.option("--admin/--no-admin", default=False, help="Grant administrator rights.")
+@click.option("--expires-in-days", type=click.IntRange(min=1), default=None, help="Expire after N days.")
+@click.pass_context
+def token_create(
+    ctx: click.Context, user_id: str, name: str, admin: bool, expires_in_days: int | None, **flags: Any
+) -> None:
+    """Create an API token and print it (it is shown only this once)."""
+    import datetime as dt
+    import getpass
+
+    from maestro.events import Metadata
+
+    settings = _settings(ctx, **flags)
+    expires = (
+        dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=expires_in_days) if expires_in_days else None
+    )
+
+    async def go() -> tuple[str, str]:
+        from maestro.runtime import open_runtime
+
+        runtime = await open_runtime(settings, follow=False)
+        try:
+            return await runtime.tokens.create(
+                user_id, name, Metadata(actor=f"cli:{getpass.getuser()}"), admin=admin, expires_at=expires
+            )
+        finally:
+            await runtime.close()
+
+    token_id, secret = _run(go)
+    click.echo(secret)
+    click.echo(f"token {token_id} for {user_id} ({'admin' if admin else 'user'}); store it now, it is not kept", err=True)
+
+
 if __name__ == "__main__":
     main()

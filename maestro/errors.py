@@ -117,3 +117,30 @@ class ConfigurationError(MaestroError):
     """Maestro is not configured correctly."""
 
     code = "configuration_error"
+
+
+class Unauthenticated(MaestroError):
+    """Authentication is required, or the credentials given were refused."""
+
+    code = "unauthenticated"
+    status = 401
+
+
+class Forbidden(MaestroError):
+    """You are authenticated but not allowed to do this."""
+
+    code = "forbidden"
+    status = 403
+
+
+class IdentityProviderUnavailable(Unauthenticated):
+    """The identity provider could not be reached or gave an unusable answer; try again later."""
+
+    code = "identity_provider_unavailable"
+    status = 503
+
+
+class SecretUnavailable(ConfigurationError):
+    """A stored credential cannot be decrypted with the configured secret."""
+
+    code = "secret_unavailable"

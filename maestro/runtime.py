@@ -15,6 +15,8 @@ import asyncpg
 
 from maestro.adapters import embedded_pg, postgres
 from maestro.events.store import EventStore
+from maestro.handlers.catalog import CatalogService
+from maestro.handlers.tokens import TokenService
 from maestro.projections import Projection, ProjectionRunner
 from maestro.projections.registry import all_projections
 from maestro.settings import Settings
@@ -31,6 +33,8 @@ class Runtime:
     pool: asyncpg.Pool
     store: EventStore
     projections: ProjectionRunner
+    catalog: CatalogService
+    tokens: TokenService
     embedded: embedded_pg.EmbeddedPostgres | None = None
     started: dict[str, Any] = field(default_factory=dict)
 
@@ -81,13 +85,16 @@ async def open_runtime(
         store = EventStore(pool, listen_dsn=dsn, poll_interval=settings.poll_interval)
         runner = ProjectionRunner(store, projections if projections is not None else all_projections())
         await runner.prepare()
+        catalog = CatalogService(store, settings.project)
+        await catalog.refresh()
+        tokens = TokenService(store)
         if follow:
             runner.start()
     except BaseException:
         if server is not None:
             server.stop()
         raise
-    runtime = Runtime(settings, dsn, pool, store, runner, server)
+    runtime = Runtime(settings, dsn, pool, store, runner, catalog, tokens, server)
     runtime.started = {
         "database_ready_s": round(t1 - t0, 3),
         "migrated_s": round(t2 - t1, 3),

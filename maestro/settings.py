@@ -26,6 +26,10 @@ class Settings(BaseSettings):
         description="PostgreSQL >= 13 holding the event log; none starts an embedded server",
     )
     data_dir: Path = Field(default_factory=_default_data_dir, description="embedded data lives here")
+    project: str = Field(
+        default="maestro-local",
+        description="Google Cloud project: the default project of table names and BigQuery jobs",
+    )
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

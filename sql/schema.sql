@@ -107,6 +107,64 @@ SET default_tablespace = '';
 SET default_table_access_method = heap;
 
 --
+-- Name: auth_tokens; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.auth_tokens (
+    token_id text NOT NULL,
+    user_id text NOT NULL,
+    name text NOT NULL,
+    secret_hash text NOT NULL,
+    admin boolean DEFAULT false NOT NULL,
+    created_at timestamp with time zone NOT NULL,
+    expires_at timestamp with time zone,
+    revoked_at timestamp with time zone
+);
+
+--
+-- Name: catalog_datasets; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.catalog_datasets (
+    dataset text NOT NULL,
+    project text,
+    description text DEFAULT ''::text NOT NULL,
+    created_at timestamp with time zone NOT NULL
+);
+
+--
+-- Name: catalog_frequencies; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.catalog_frequencies (
+    frequency_id text NOT NULL,
+    name text NOT NULL,
+    spec jsonb NOT NULL,
+    version integer NOT NULL,
+    updated_at timestamp with time zone NOT NULL
+);
+
+--
+-- Name: catalog_tables; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.catalog_tables (
+    table_id text NOT NULL,
+    project text,
+    dataset text NOT NULL,
+    name text NOT NULL,
+    kind text NOT NULL,
+    spec jsonb NOT NULL,
+    version integer NOT NULL,
+    deleted boolean DEFAULT false NOT NULL,
+    created_at timestamp with time zone NOT NULL,
+    created_by text NOT NULL,
+    updated_at timestamp with time zone NOT NULL,
+    updated_by text NOT NULL,
+    last_position bigint NOT NULL
+);
+
+--
 -- Name: events; Type: TABLE; Schema: public; Owner: -
 --
 
@@ -173,6 +231,34 @@ CREATE TABLE public.schema_migrations (
 );
 
 --
+-- Name: auth_tokens auth_tokens_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.auth_tokens
+    ADD CONSTRAINT auth_tokens_pkey PRIMARY KEY (token_id);
+
+--
+-- Name: catalog_datasets catalog_datasets_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.catalog_datasets
+    ADD CONSTRAINT catalog_datasets_pkey PRIMARY KEY (dataset);
+
+--
+-- Name: catalog_frequencies catalog_frequencies_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.catalog_frequencies
+    ADD CONSTRAINT catalog_frequencies_pkey PRIMARY KEY (frequency_id);
+
+--
+-- Name: catalog_tables catalog_tables_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.catalog_tables
+    ADD CONSTRAINT catalog_tables_pkey PRIMARY KEY (table_id);
+
+--
 -- Name: events events_pkey; Type: CONSTRAINT; Schema: public; Owner: -
 --
 
@@ -199,6 +285,30 @@ ALTER TABLE ONLY public.projection_checkpoints
 
 ALTER TABLE ONLY public.schema_migrations
     ADD CONSTRAINT schema_migrations_pkey PRIMARY KEY (version);
+
+--
+-- Name: catalog_frequencies_name; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE UNIQUE INDEX catalog_frequencies_name ON public.catalog_frequencies USING btree (name);
+
+--
+-- Name: catalog_tables_dataset; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX catalog_tables_dataset ON public.catalog_tables USING btree (dataset, name);
+
+--
+-- Name: catalog_tables_frequency; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX catalog_tables_frequency ON public.catalog_tables USING btree (((spec ->> 'frequency_id'::text))) WHERE (NOT deleted);
+
+--
+-- Name: catalog_tables_live_name; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE UNIQUE INDEX catalog_tables_live_name ON public.catalog_tables USING btree (dataset, name) WHERE (NOT deleted);
 
 --
 -- Name: events_position_idx; Type: INDEX; Schema: public; Owner: -

@@ -156,6 +156,20 @@ async def client(runtime: "Runtime") -> AsyncIterator["TestClient"]:
 
     from maestro.http.app import create_app
 
+    from maestro.events import Metadata
+
+    _, token = await runtime.tokens.create("admin-1", "tests", Metadata(actor="system:tests"), admin=True)
+    app = create_app(runtime.settings, runtime=runtime)
+    async with TestClient(TestServer(app), headers={"Authorization": f"Bearer {token}"}) as c:
+        yield c
+
+
+@pytest.fixture
+async def anon_client(runtime: "Runtime") -> AsyncIterator["TestClient"]:
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from maestro.http.app import create_app
+
     app = create_app(runtime.settings, runtime=runtime)
     async with TestClient(TestServer(app)) as c:
         yield c

@@ -36,7 +36,7 @@ import re
 
 from sqlglot.tokens import Token, TokenType
 
-from maestro.catalog.sql_script import tokenize
+from maestro.catalog.sql_parse import tokenize
 
 _WILDCARD_CALLS = frozenset({"TABLE_DATE_RANGE", "TABLE_DATE_RANGE_STRICT", "TABLE_QUERY"})
 # Legacy functions whose standard namesakes sqlglot parses with a different signature.

@@ -1,9 +1,10 @@
 """What a BigQuery statement reads, and where its output columns come from.
 
 This is the one module behind which sqlglot lives (ARCHITECTURE.md, STYLE.md item 7): everything
-it returns is a plain frozen value, a string or a Maestro error. Its private helpers are
-``sql_script`` (procedural scripts), ``sql_tables`` (which table nodes are reads) and
-``legacy_sql`` (the legacy-SQL pre-pass).
+it returns is a plain frozen value, a string or a Maestro error. Its private helpers, which no
+other module imports, are ``sql_parse`` (tokens, parsing, error positions), ``sql_script``
+(procedural scripts), ``sql_tables`` (which table nodes are reads), ``sql_lineage`` (columns)
+and ``legacy_sql`` (the legacy-SQL pre-pass).
 
 >>> analysis = analyze(
 ...     "SELECT * FROM shop.orders AS o, `acme.crm.customers` AS c WHERE o.cid = c.id",
@@ -32,6 +33,8 @@ Rules, where BigQuery leaves a choice:
   tells which tables it covers.
 * **Opaque statements.** ``CALL`` and ``EXECUTE IMMEDIATE`` run SQL the text does not show;
   statements sqlglot can only keep as an opaque command land in :attr:`Analysis.opaque`.
+* **Legacy SQL** (``legacy_sql=True``) is first rewritten to standard SQL naming the same tables
+  (``[project:dataset.table]``, ``TABLE_DATE_RANGE`` …; see ``legacy_sql``).
 """
 
 from __future__ import annotations
@@ -42,19 +45,13 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from sqlglot import exp
-from sqlglot.dialects.dialect import Dialect
-from sqlglot.errors import ParseError, SqlglotError
-from sqlglot.lineage import Node, lineage
-from sqlglot.optimizer.qualify import qualify
-from sqlglot.optimizer.scope import build_scope
-from sqlglot.schema import MappingSchema
 
 from maestro.catalog.legacy_sql import to_standard_sql
-from maestro.catalog.sql_script import Piece, flatten, tokenize
+from maestro.catalog.sql_lineage import Schemas, column_sources, output_names
+from maestro.catalog.sql_parse import DIALECT, parse, tokenize
+from maestro.catalog.sql_script import Piece, flatten
 from maestro.catalog.sql_tables import read_tables, temp_table_name
-from maestro.errors import SqlSyntaxError, ValidationFailed
 
-_DIALECT = Dialect.get_or_raise("bigquery")
 # Distinct analyses kept in memory. A statement and its result weigh a few kB: ~10 MB at most.
 _CACHE_SIZE = 4096
 
@@ -135,7 +132,7 @@ def _analyze(sql: str, default_project: str | None, legacy_sql: bool) -> Analysi
     opaque: list[str] = []
     for piece, tree in _parse(script.pieces, sql):
         if tree is None or isinstance(tree, exp.Command):
-            opaque.append(_text(piece, sql))
+            opaque.append(piece.text(sql))
             continue
         if temp_table := temp_table_name(tree):
             temp_tables.add(temp_table)
@@ -159,8 +156,8 @@ def self_reference_free(
     """``refs`` without the table ``project.dataset.name`` itself.
 
     A table that appends to itself (``INSERT``/``WRITE_APPEND`` reading its own rows) does not
-    depend on itself. Wildcards are kept even when they cover the table: the other tables they
-    cover are real dependencies.
+    depend on itself. Wildcards are kept even when they cover the table, since the other tables
+    they cover are real dependencies: whoever expands a wildcard skips the table itself.
 
     >>> refs = {TableRef("acme", "web", "daily"), TableRef("acme", "web", "hits")}
     >>> sorted(str(ref) for ref in self_reference_free(refs, "acme", "web", "daily"))
@@ -198,168 +195,55 @@ def naive_references(sql: str) -> set[str]:
 
 def _parse(pieces: Iterable[Piece], sql: str) -> Iterator[tuple[Piece, exp.Expr | None]]:
     """Parse each piece of a flattened script; opaque pieces yield None."""
-    parser = _DIALECT.parser()
+    parser = DIALECT.parser()
     for piece in pieces:
         if piece.kind == "opaque":
             yield piece, None
             continue
-        try:
-            if piece.kind == "condition":
-                trees = parser.parse_into(exp.Condition, piece.tokens, sql)
-            else:
-                trees = parser.parse(piece.tokens, sql)
-        except ParseError as exc:
-            raise _syntax_error(exc) from exc
-        for tree in trees:
-            if tree is not None:  # sqlglot's placeholder for an empty statement
-                yield piece, tree
+        for tree in parse(piece.tokens, sql, parser=parser, condition=piece.kind == "condition"):
+            yield piece, tree
 
 
-def _syntax_error(exc: ParseError) -> SqlSyntaxError:
-    error = exc.errors[0] if exc.errors else {}
-    line, column = error.get("line"), error.get("col")
-    highlight = error.get("highlight") or ""
-    # sqlglot reports the column where the offending token ends; editors want where it starts.
-    if column is not None and "\n" not in highlight:
-        column = max(1, column - len(highlight) + 1)
-    message = error.get("description") or str(exc).splitlines()[0]
-    return SqlSyntaxError(message, line, column)
-
-
-def _text(piece: Piece, sql: str) -> str:
-    return sql[piece.tokens[0].start : piece.tokens[-1].end + 1] if piece.tokens else ""
-
-
-# -- column lineage ------------------------------------------------------------------------------
-
-# Stands for "no project" while sqlglot qualifies names, which needs one: project ids are made of
-# lowercase letters, digits and dashes, so this cannot clash with a real one.
-_NO_PROJECT = "_"
-_ANONYMOUS = re.compile(r"_col_\d+")
+# -- columns -------------------------------------------------------------------------------------
 
 
 def output_columns(
-    sql: str,
-    *,
-    default_project: str | None = None,
-    schemas: dict[str, dict[str, str]] | None = None,
+    sql: str, *, default_project: str | None = None, schemas: Schemas | None = None
 ) -> list[str]:
     """Names of the columns a query returns; a star over a table of unknown schema stays ``*``.
 
     ``schemas`` maps ``project.dataset.table`` (or ``dataset.table``) to ``{column: type}``.
     Names are spelled as the select list writes them, else as the schema does; unnamed
-    expressions get BigQuery's names ``f0_``, ``f1_``…
+    expressions get BigQuery's names ``f0_``, ``f1_``… Raises ValidationFailed unless ``sql`` is
+    one query (``CREATE TABLE … AS`` and ``INSERT … SELECT`` count as their query).
 
     >>> output_columns("SELECT o.*, SUM(x), y AS Total FROM ds.o AS o GROUP BY 1",
     ...                schemas={"ds.o": {"Id": "INT64", "x": "INT64"}})
     ['Id', 'x', 'f0_', 'Total']
     """
-    query, spelling, _ = _qualified_query(sql, default_project, schemas)
-    names, anonymous = [], 0
-    for select in query.selects:
-        name = select.alias_or_name
-        if _ANONYMOUS.fullmatch(name) and name not in spelling:
-            name, anonymous = f"f{anonymous}_", anonymous + 1
-        names.append(spelling.get(name.lower(), name))
-    return names
+    return output_names(sql, default_project, schemas)
 
 
 def column_lineage(
-    sql: str,
-    column: str,
-    *,
-    default_project: str | None = None,
-    schemas: dict[str, dict[str, str]] | None = None,
+    sql: str, column: str, *, default_project: str | None = None, schemas: Schemas | None = None
 ) -> list[ColumnSource]:
-    """The table columns that output ``column`` of the query derives from, through CTEs,
-    subqueries and expressions (``a + b`` has two sources, ``COUNT(*)`` none).
+    """The table columns that output ``column`` of a query derives from, through CTEs,
+    subqueries and expressions (``a + b`` has two sources, ``COUNT(*)`` none), sorted.
 
-    Without ``schemas`` a column qualified by its table, or read from a single table, is still
-    traced; an unqualified column of a join can only be attributed with schemas, and is left out.
+    Without ``schemas``, a column qualified by its table or read from a single table is still
+    traced; an unqualified column of a join can only be attributed with schemas and is left out,
+    and an unqualified column in a subquery may be correlated, which sqlglot refuses to guess
+    (ValidationFailed). An unknown ``column`` raises ValidationFailed naming it.
 
     >>> column_lineage("WITH o AS (SELECT id, net + tax AS gross FROM shop.orders) "
     ...                "SELECT SUM(gross) AS revenue FROM o", "revenue", default_project="acme")
     [ColumnSource(table=TableRef(project='acme', dataset='shop', name='orders'), column='net'), \
 ColumnSource(table=TableRef(project='acme', dataset='shop', name='orders'), column='tax')]
     """
-    query, spelling, schema = _qualified_query(sql, default_project, schemas)
-    if column.lower() not in {select.alias_or_name.lower() for select in query.selects}:
-        known = ", ".join(select.alias_or_name for select in query.selects)
-        raise ValidationFailed(f"the statement has no output column {column!r} (it has: {known})")
-    scope = build_scope(query)
-    try:
-        root = lineage(column.lower(), query, schema, dialect=_DIALECT, scope=scope, copy=False)
-    except SqlglotError as exc:
-        raise ValidationFailed(f"cannot trace column {column!r}: {exc}") from exc
-    sources = {
-        ColumnSource(_table_ref(table), spelling.get(name.lower(), name))
-        for table, name in _leaves(root, column.lower())
-    }
-    return sorted(sources, key=lambda source: (str(source.table), source.column))
-
-
-def _leaves(node: Node, column: str) -> Iterator[tuple[exp.Table, str]]:
-    """(table, column) for every table leaf below ``node``; ``column`` is the node's column."""
-    for child in node.downstream:
-        if isinstance(child.expression, exp.Table) and not child.downstream:
-            # A leaf named "*" is a star over a table of unknown schema: the column passes through.
-            name = column if child.name == "*" else exp.to_column(child.name).name
-            yield child.expression, name
-        elif not child.downstream:
-            continue  # a literal, or a column whose table cannot be known without schemas
-        else:
-            yield from _leaves(child, child.name.rsplit(".", 1)[-1])
-
-
-def _table_ref(table: exp.Table) -> TableRef:
-    project = table.catalog if table.catalog != _NO_PROJECT else None
-    return TableRef(project or None, table.db, table.name)
-
-
-def _qualified_query(
-    sql: str, default_project: str | None, schemas: dict[str, dict[str, str]] | None
-) -> tuple[exp.Query, dict[str, str], MappingSchema]:
-    """The single query of ``sql`` qualified by sqlglot, {lowercase column: spelling}, the schema.
-
-    sqlglot lowercases column names (BigQuery compares them case-insensitively); the spelling
-    map lets us hand back the names as the user wrote them.
-    """
-    try:
-        statements = [tree for tree in _DIALECT.parser().parse(tokenize(sql), sql) if tree]
-    except ParseError as exc:
-        raise _syntax_error(exc) from exc
-    query = statements[0] if len(statements) == 1 else None
-    if isinstance(query, (exp.Create, exp.Insert)):  # CREATE TABLE … AS / INSERT … SELECT
-        query = query.expression
-    if not isinstance(query, exp.Query):
-        raise ValidationFailed("column analysis needs exactly one query statement")
-
-    catalog = default_project.lower() if default_project else _NO_PROJECT
-    nested: dict[str, dict[str, dict[str, dict[str, str]]]] = {}
-    spelling: dict[str, str] = {}
-    for key, columns in (schemas or {}).items():
-        *project, dataset, table = key.rsplit(".", 2)
-        nested.setdefault(project[0].lower() if project else catalog, {}).setdefault(dataset, {})[
-            table
-        ] = dict(columns)
-        spelling.update((name.lower(), name) for name in columns)
-    for identifier in query.find_all(exp.Identifier):
-        spelling.setdefault(identifier.name.lower(), identifier.name)
-    spelling.update((name.lower(), name) for name in query.named_selects if name != "*")
-    for table in query.find_all(exp.Table):  # projects are lowercase (see the module doc)
-        if table.args.get("catalog"):
-            table.set("catalog", exp.to_identifier(table.catalog.lower()))
-
-    try:
-        schema = MappingSchema(nested, dialect=_DIALECT)
-        qualified = qualify(
-            query,
-            dialect=_DIALECT,
-            catalog=catalog,
-            schema=schema,
-            validate_qualify_columns=False,
-            identify=False,
+    sources = [
+        ColumnSource(TableRef(project, dataset, name), source_column)
+        for project, dataset, name, source_column in column_sources(
+            sql, column, default_project, schemas
         )
-    except SqlglotError as exc:
-        raise ValidationFailed(f"cannot resolve the statement's columns: {exc}") from exc
-    return qualified, spelling, schema
+    ]
+    return sorted(sources, key=lambda source: (str(source.table), source.column))

@@ -25,20 +25,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from sqlglot.dialects.bigquery import BigQuery
-from sqlglot.errors import TokenError
 from sqlglot.tokens import Token, TokenType
 
+from maestro.catalog.sql_parse import position
 from maestro.errors import SqlSyntaxError
 
 PieceKind = Literal["statement", "condition", "opaque"]
-
-
-class _Tokenizer(BigQuery.Tokenizer):
-    # BigQuery's tokenizer swallows everything after a "command" keyword at the start of a
-    # statement (BEGIN, LOOP, WHILE, CALL, EXECUTE …) into one string token, up to the next ';'.
-    # That is what hides a BEGIN block's first statement from the parser; we want the real tokens.
-    COMMANDS: set[TokenType] = set()
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,57 +40,22 @@ class Piece:
     kind: PieceKind
     tokens: list[Token]
 
+    def text(self, sql: str) -> str:
+        """The piece as written in ``sql``."""
+        return sql[self.tokens[0].start : self.tokens[-1].end + 1] if self.tokens else ""
+
 
 @dataclass(frozen=True, slots=True)
 class Script:
+    """A flattened script: its pieces in order, and how many statements it has."""
+
     pieces: tuple[Piece, ...]
     statement_count: int
 
 
-def position(sql: str, offset: int) -> tuple[int, int]:
-    """1-based (line, column) of a character offset."""
-    line_start = sql.rfind("\n", 0, offset) + 1
-    return sql.count("\n", 0, offset) + 1, offset - line_start + 1
-
-
-def tokenize(sql: str) -> list[Token]:
-    """BigQuery tokens of ``sql``; an unterminated string or comment raises SqlSyntaxError."""
-    try:
-        return _Tokenizer().tokenize(sql)
-    except TokenError as exc:
-        # sqlglot's TokenError only carries a context window, not the position: find it ourselves.
-        offset = _unterminated_at(sql)
-        line, column = position(sql, offset) if offset is not None else (None, None)
-        raise SqlSyntaxError("unterminated string, quoted name or comment", line, column) from exc
-
-
-def _unterminated_at(sql: str) -> int | None:
-    """Offset of the first quote or comment opener that is never closed (None if none is)."""
-    i, size = 0, len(sql)
-    while i < size:
-        if sql.startswith(("--", "#"), i):
-            i = sql.find("\n", i)
-            i = size if i < 0 else i
-        elif sql.startswith("/*", i):
-            end = sql.find("*/", i + 2)
-            if end < 0:
-                return i
-            i = end + 2
-        elif sql[i] in "'\"`":
-            delimiter = sql[i] * 3 if sql.startswith(sql[i] * 3, i) else sql[i]
-            j = i + len(delimiter)
-            while j < size and not sql.startswith(delimiter, j):
-                j += 2 if sql[j] == "\\" else 1
-            if j >= size:
-                return i
-            i = j + len(delimiter)
-        else:
-            i += 1
-    return None
-
-
-_STRING_TYPES = frozenset(
+_QUOTED_TYPES = frozenset(
     {
+        TokenType.IDENTIFIER,  # `quoted name`
         TokenType.STRING,
         TokenType.RAW_STRING,
         TokenType.BYTE_STRING,
@@ -113,7 +70,7 @@ _STRING_TYPES = frozenset(
 
 def _word(token: Token | None) -> str:
     """The upper-cased keyword a token spells, or '' for quoted names, strings and punctuation."""
-    if token is None or token.token_type is TokenType.IDENTIFIER or token.token_type in _STRING_TYPES:
+    if token is None or token.token_type in _QUOTED_TYPES:
         return ""
     text = token.text
     return text.upper() if text[:1].isalpha() or text[:1] == "_" else ""
@@ -216,7 +173,7 @@ class _Flattener:
 
     def _end(self, token: Token) -> None:
         if not self.open_blocks:
-            raise self._error(token, "END without a matching BEGIN, IF, LOOP, WHILE, REPEAT, FOR or CASE")
+            raise self._error(token, "END without a block to close")
         self.open_blocks.pop()
         self.i += 1
         if _word(self._at(self.i)) in _BLOCKS - {"BEGIN"}:
@@ -286,7 +243,8 @@ class _Flattener:
             end = len(self.tokens)
         if stop_at_begin:
             end = next((j for j in range(start, end) if _word(self.tokens[j]) == "BEGIN"), end)
-        self.i = end + 1 if end < len(self.tokens) and self.kinds[end] is TokenType.SEMICOLON else end
+        at_semicolon = end < len(self.tokens) and self.kinds[end] is TokenType.SEMICOLON
+        self.i = end + 1 if at_semicolon else end
         return self.tokens[start:end]
 
     def _is_procedure_header(self) -> bool:

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from sqlglot import exp
 
 # Statements whose `this` is the object they create, change or write into.
-_WRITING_STATEMENTS = (exp.DDL, exp.DML, exp.Drop, exp.Alter, exp.LoadData)
+_WRITING_STATEMENTS = (exp.DDL, exp.DML, exp.Alter, exp.LoadData)
 
 
 def read_tables(statement: exp.Expr) -> Iterator[exp.Table]:
@@ -51,6 +51,8 @@ def written_tables(statement: exp.Expr) -> list[exp.Table]:
     """The tables a DDL/DML statement creates, changes or writes into (its targets)."""
     if isinstance(statement, exp.TruncateTable):
         return [table for table in statement.expressions if isinstance(table, exp.Table)]
+    if isinstance(statement, exp.Drop):  # DROP TABLE a, b
+        return [table for table in statement.args.get("tables") or [] if isinstance(table, exp.Table)]
     if not isinstance(statement, _WRITING_STATEMENTS):
         return []
     target = statement.this

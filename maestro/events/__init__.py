@@ -12,6 +12,10 @@ from maestro.events.model import (
     validate_event,
 )
 
+# Importing the domain's event modules registers their types, so any reader can decode the log.
+from maestro.events import auth as _auth  # noqa: E402,F401
+from maestro.events import catalog as _catalog  # noqa: E402,F401
+
 __all__ = [
     "Event",
     "Metadata",

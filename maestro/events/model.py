@@ -51,7 +51,7 @@ class Event(BaseModel):
         return cls.__name__
 
     def payload_json(self) -> str:
-        return self.model_dump_json()
+        return self.model_dump_json(by_alias=True)
 
 
 def upcaster(type_name: str, from_version: int) -> Callable[[Callable], Callable]:

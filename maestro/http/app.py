@@ -7,7 +7,8 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from maestro.http import history, ops
+from maestro.http import catalog, history, ops
+from maestro.http.auth import auth_middleware
 from maestro.http.errors import error_middleware
 from maestro.http.keys import METRICS, RUNTIME, SETTINGS
 from maestro.http.metrics import Metrics
@@ -17,13 +18,15 @@ from maestro.settings import Settings
 
 def create_app(settings: Settings, *, runtime: Runtime | None = None) -> web.Application:
     """Build the application. With ``runtime`` given (tests), the caller owns its lifetime."""
-    app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_body_bytes)
+    app = web.Application(middlewares=[error_middleware, auth_middleware], client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app[METRICS] = Metrics(CollectorRegistry(auto_describe=True))
 
     async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
         owned = runtime is None
         rt = runtime if runtime is not None else await open_runtime(settings)
+        if owned:
+            await rt.tokens.bootstrap(settings.data_dir)
         rt.store.on_append(app[METRICS].on_append)
         app[RUNTIME] = rt
         try:
@@ -35,4 +38,5 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> web.App
     app.cleanup_ctx.append(runtime_ctx)
     ops.add_routes(app)
     history.add_routes(app)
+    catalog.add_routes(app)
     return app

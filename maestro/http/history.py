@@ -7,6 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from maestro.errors import NotFound
 from maestro.http.keys import RUNTIME
+from maestro.http.routing import Route, register, routes
 from maestro.http.validation import parse_query
 
 MAX_PAGE = 1000
@@ -81,7 +82,12 @@ async def list_streams(request: web.Request) -> web.Response:
     )
 
 
+ROUTES = routes(
+    Route("GET", "/api/v1/events", list_events, "The log in position order, with metadata", query=EventsQuery, tag="history"),
+    Route("GET", "/api/v1/streams", list_streams, "Streams at a glance", query=StreamsQuery, tag="history"),
+    Route("GET", "/api/v1/streams/{stream_id}", get_stream, "One stream's events", query=StreamQuery, tag="history"),
+)
+
+
 def add_routes(app: web.Application) -> None:
-    app.router.add_get("/api/v1/events", list_events)
-    app.router.add_get("/api/v1/streams", list_streams)
-    app.router.add_get("/api/v1/streams/{stream_id}", get_stream)
+    register(app, ROUTES)

@@ -11,3 +11,7 @@ from maestro.settings import Settings
 SETTINGS = web.AppKey("settings", Settings)
 RUNTIME = web.AppKey("runtime", Runtime)
 METRICS = web.AppKey("metrics", Metrics)
+
+from maestro.handlers.tokens import Principal  # noqa: E402
+
+PRINCIPAL = web.RequestKey("principal", Principal)

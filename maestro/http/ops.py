@@ -6,6 +6,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from maestro.http.keys import METRICS, RUNTIME
+from maestro.http.routing import ROUTES as ROUTES_ALL
+from maestro.http.routing import Route, openapi, register, routes
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -30,7 +32,19 @@ async def projections_status(request: web.Request) -> web.Response:
     return web.json_response({"projections": statuses})
 
 
+async def openapi_document(request: web.Request) -> web.Response:
+    import maestro
+
+    return web.json_response(openapi(ROUTES_ALL, maestro.__version__))
+
+
+ROUTES = routes(
+    Route("GET", "/healthz", healthz, "Liveness and database reachability", rule="public", tag="ops"),
+    Route("GET", "/metrics", metrics, "Prometheus metrics", rule="public", tag="ops"),
+    Route("GET", "/api/v1/openapi.json", openapi_document, "This document", rule="public", tag="ops"),
+    Route("GET", "/api/v1/projections", projections_status, "Projection checkpoints, lag, errors", tag="ops"),
+)
+
+
 def add_routes(app: web.Application) -> None:
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/metrics", metrics)
-    app.router.add_get("/api/v1/projections", projections_status)
+    register(app, ROUTES)

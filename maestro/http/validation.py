@@ -5,20 +5,11 @@ from __future__ import annotations
 from typing import Any, TypeVar
 
 from aiohttp import web
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from maestro.errors import ValidationFailed
+from maestro.validation import validated, validated_json
 
 M = TypeVar("M", bound=BaseModel)
-
-
-def describe(exc: ValidationError) -> tuple[str, list[dict[str, Any]]]:
-    problems = []
-    for err in exc.errors():
-        field = ".".join(str(p) for p in err["loc"]) or "(body)"
-        problems.append({"field": field, "message": err["msg"]})
-    message = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
-    return message, problems
 
 
 def parse_query(model: type[M], request: web.Request, *, multi: tuple[str, ...] = ()) -> M:
@@ -32,17 +23,8 @@ def parse_query(model: type[M], request: web.Request, *, multi: tuple[str, ...] 
             data[key] = values
         else:
             data[key] = request.query[key]
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        message, problems = describe(exc)
-        raise ValidationFailed(message, problems=problems) from exc
+    return validated(model, data)
 
 
 async def parse_body(model: type[M], request: web.Request) -> M:
-    raw = await request.read()
-    try:
-        return model.model_validate_json(raw or b"{}")
-    except ValidationError as exc:
-        message, problems = describe(exc)
-        raise ValidationFailed(message, problems=problems) from exc
+    return validated_json(model, await request.read() or b"{}")

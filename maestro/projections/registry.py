@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from maestro.projections.base import Projection
+from maestro.projections.catalog import CatalogProjection
 from maestro.projections.streams import StreamsProjection
+from maestro.projections.tokens import TokensProjection
 
 
 def all_projections() -> list[Projection]:
-    return [StreamsProjection()]
+    return [CatalogProjection(), TokensProjection(), StreamsProjection()]

@@ -23,7 +23,8 @@ async def test_events_are_listed_with_metadata_and_paginated(client, runtime) ->
     for i in range(5):
         await store.append(f"account-{i}", NO_STREAM, [AccountOpened(owner=str(i)), Deposited(amount=i)], ME)
 
-    resp = await client.get("/api/v1/events", params={"limit": "4"})
+    ours = "AccountOpened,Deposited"  # the client's own token creation is in the log too
+    resp = await client.get("/api/v1/events", params={"limit": "4", "type": ours})
     assert resp.status == 200
     page = await resp.json()
     assert len(page["events"]) == 4
@@ -35,7 +36,7 @@ async def test_events_are_listed_with_metadata_and_paginated(client, runtime) ->
     positions = [e["position"] for e in page["events"]]
     after = page["next_after"]
     while after is not None:
-        resp = await client.get("/api/v1/events", params={"limit": "4", "after": str(after)})
+        resp = await client.get("/api/v1/events", params={"limit": "4", "after": str(after), "type": ours})
         page = await resp.json()
         positions += [e["position"] for e in page["events"]]
         after = page["next_after"]
@@ -106,3 +107,28 @@ async def test_projection_status_endpoint(client) -> None:
     resp = await client.get("/api/v1/projections")
     names = {p["name"] for p in (await resp.json())["projections"]}
     assert "streams" in names
+
+
+async def test_api_needs_a_token(anon_client) -> None:
+    resp = await anon_client.get("/api/v1/events")
+    assert resp.status == 401
+    assert (await resp.json())["error"]["code"] == "unauthenticated"
+    for headers in ({"Authorization": "Bearer mae_nope_nope"}, {"X-Api-Token": "garbage"}, {"Authorization": "Basic abc"}):
+        resp = await anon_client.get("/api/v1/events", headers=headers)
+        assert resp.status == 401
+        assert (await resp.json())["error"]["message"] == "invalid or expired API token"
+    resp = await anon_client.get("/healthz")
+    assert resp.status == 200
+    resp = await anon_client.get("/api/v1/openapi.json")
+    assert resp.status == 200
+
+
+async def test_x_api_token_header_is_accepted(anon_client, runtime) -> None:
+    from maestro.events import Metadata
+
+    _, token = await runtime.tokens.create("u-1", "legacy client", Metadata(actor="system:tests"))
+    resp = await anon_client.get("/api/v1/events", headers={"X-Api-Token": token})
+    assert resp.status == 200
+    await runtime.tokens.revoke(token.split("_")[1], Metadata(actor="system:tests"))
+    resp = await anon_client.get("/api/v1/events", headers={"X-Api-Token": token})
+    assert resp.status == 401

@@ -32,8 +32,9 @@ def _start(data_dir: Path, port: int, log: Path) -> subprocess.Popen:
         )
 
 
-def _get(url: str) -> dict:
-    with urllib.request.urlopen(url, timeout=5) as resp:
+def _get(url: str, token: str | None = None) -> dict:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    with urllib.request.urlopen(request, timeout=5) as resp:
         return json.loads(resp.read())
 
 
@@ -60,7 +61,13 @@ async def test_serve_embedded_persists_and_shuts_down_cleanly(tmp_path: Path) ->
     proc = _start(data_dir, port, log)
     try:
         _wait_healthy(port, proc, log)
-        assert _get(f"http://127.0.0.1:{port}/api/v1/events")["events"] == []
+        # First start: a bootstrap admin token, readable only by its owner.
+        token_file = data_dir / "bootstrap-token"
+        assert token_file.stat().st_mode & 0o777 == 0o600
+        token = token_file.read_text().strip()
+        events = _get(f"http://127.0.0.1:{port}/api/v1/events", token)["events"]
+        assert [e["type"] for e in events] == ["ApiTokenCreated"]
+        assert "secret_hash" in events[0]["data"] and token.split("_")[-1] not in json.dumps(events)
         # Write one event straight through the embedded server's socket.
         dsn = f"postgresql://postgres:@/maestro?host={data_dir / 'postgres'}"
         conn = await asyncpg.connect(dsn)
@@ -81,7 +88,33 @@ async def test_serve_embedded_persists_and_shuts_down_cleanly(tmp_path: Path) ->
     proc = _start(data_dir, port, log)
     try:
         _wait_healthy(port, proc, log)
-        events = _get(f"http://127.0.0.1:{port}/api/v1/events")["events"]
-        assert [e["stream_id"] for e in events] == ["probe-1"]
+        events = _get(f"http://127.0.0.1:{port}/api/v1/events", token)["events"]
+        assert [e["stream_id"] for e in events] == ["token-bootstrap", "probe-1"]
     finally:
         assert _stop(proc) == 0
+
+
+def test_token_create_cli_prints_a_working_token(dsn: str) -> None:
+    from click.testing import CliRunner
+
+    from maestro.cli import main
+
+    result = CliRunner().invoke(main, ["token", "create", "--database-url", dsn, "--user", "ann", "--admin"])
+    assert result.exit_code == 0, result.output
+    token = result.stdout.strip().splitlines()[0]
+    assert token.startswith("mae_")
+
+    async def verify() -> str:
+        from maestro.adapters import postgres
+        from maestro.events.store import EventStore
+        from maestro.handlers.tokens import TokenService
+
+        pool = await postgres.create_pool(dsn, min_size=1, max_size=2)
+        try:
+            return (await TokenService(EventStore(pool)).verify(token)).user_id
+        finally:
+            await pool.close()
+
+    import asyncio
+
+    assert asyncio.run(verify()) == "ann"

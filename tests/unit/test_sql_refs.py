@@ -8,6 +8,8 @@ must not parse. One test runs per case, named after it.
 
 from __future__ import annotations
 
+import doctest
+import importlib
 from pathlib import Path
 from typing import Any
 
@@ -309,3 +311,11 @@ def test_lineage_of_a_union_collects_every_branch() -> None:
 def test_lineage_of_an_unknown_column_names_it() -> None:
     with pytest.raises(ValidationFailed, match="no output column 'missing'"):
         column_lineage("SELECT a FROM ds.t", "missing")
+
+
+@pytest.mark.parametrize(
+    "module", ["sql", "sql_parse", "sql_script", "sql_tables", "sql_lineage", "legacy_sql"]
+)
+def test_docstring_examples(module: str) -> None:
+    failures, _ = doctest.testmod(importlib.import_module(f"maestro.catalog.{module}"))
+    assert failures == 0

@@ -1,0 +1,277 @@
+"""Catalog events: tables, frequencies, datasets — and the table specification they carry.
+
+A table's whole definition is a :class:`TableSpec`. ``TableCreated`` carries the first one;
+later edits append only what changed (``TableQueryChanged``, ``TableSettingsChanged``), so the
+history of a table reads as a list of meaningful changes.
+"""
+
+from __future__ import annotations
+
+import re
+import zoneinfo
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, HttpUrl, model_validator
+
+from maestro.events.model import Event
+
+# BigQuery's naming rules (https://cloud.google.com/bigquery/docs/datasets#dataset-naming,
+# .../tables#table_naming): datasets are ASCII letters, digits and underscores, up to 1,024
+# characters; tables may also use Unicode letters, marks, numbers, dashes and spaces, up to 1,024
+# UTF-8 bytes; project ids are 6-30 lowercase letters, digits and hyphens.
+_DATASET = re.compile(r"^[A-Za-z0-9_]{1,1024}$")
+_TABLE = re.compile(r"^[\w\- ]+$")
+_PROJECT = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
+_LABEL_KEY = re.compile(r"^[\w-]{1,63}$")
+_LABEL_VALUE = re.compile(r"^[\w-]{0,63}$")
+_COLUMN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,299}$")
+
+
+def _dataset_name(value: str) -> str:
+    if not _DATASET.match(value):
+        raise ValueError("dataset names use letters, digits and underscores (at most 1,024)")
+    return value
+
+
+def _table_name(value: str) -> str:
+    if (
+        not _TABLE.match(value)
+        or len(value.encode()) > 1024
+        or value != value.strip()
+        or "*" in value
+    ):
+        raise ValueError(
+            "table names use letters, marks, numbers, underscores, dashes and inner spaces "
+            "(at most 1,024 bytes)"
+        )
+    return value
+
+
+def _project_id(value: str) -> str:
+    if not _PROJECT.match(value):
+        raise ValueError("project ids are 6-30 lowercase letters, digits and hyphens")
+    return value
+
+
+def _column_name(value: str) -> str:
+    if not _COLUMN.match(value):
+        raise ValueError(f"{value!r} is not a valid column name")
+    return value
+
+
+def _timezone(value: str) -> str:
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {value!r}") from None
+    return value
+
+
+DatasetName = Annotated[str, AfterValidator(_dataset_name)]
+TableName = Annotated[str, AfterValidator(_table_name)]
+ProjectId = Annotated[str, AfterValidator(_project_id)]
+ColumnName = Annotated[str, AfterValidator(_column_name)]
+TimeZone = Annotated[str, AfterValidator(_timezone)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Condition(_Model):
+    """When a table runs: fields AND together (empty = any); conditions in a list OR together."""
+
+    months: list[Annotated[int, Field(ge=1, le=12)]] = []
+    weekdays: list[Annotated[int, Field(ge=0, le=6)]] = []  # 0 = Sunday, as in the original
+    days: list[Annotated[int, Field(ge=1, le=31)]] = []
+    hours: list[Annotated[int, Field(ge=0, le=23)]] = []
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> Condition:
+        if not (self.months or self.weekdays or self.days or self.hours):
+            raise ValueError("a condition needs at least one of months, weekdays, days, hours")
+        return self
+
+
+class Partitioning(_Model):
+    type: Literal["day", "column"] = "day"
+    column: ColumnName | None = None
+    granularity: Literal["HOUR", "DAY", "MONTH", "YEAR"] = "DAY"
+
+    @model_validator(mode="after")
+    def _column_rule(self) -> Partitioning:
+        if self.type == "column" and self.column is None:
+            raise ValueError("column partitioning needs a column")
+        if self.type == "day" and self.column is not None:
+            raise ValueError("day (ingestion-time) partitioning takes no column")
+        return self
+
+
+_COMPRESSIONS = {
+    "csv": {"none", "gzip"},
+    "ndjson": {"none", "gzip"},
+    "avro": {"none", "deflate", "snappy"},
+    "parquet": {"none", "gzip", "snappy"},
+}
+
+
+class ExtractSettings(_Model):
+    format: Literal["csv", "ndjson", "avro", "parquet"] = "csv"
+    compression: Literal["none", "gzip", "deflate", "snappy"] = "gzip"
+    notify_url: HttpUrl | None = None
+
+    @model_validator(mode="after")
+    def _compression_fits(self) -> ExtractSettings:
+        if self.compression not in _COMPRESSIONS[self.format]:
+            allowed = ", ".join(sorted(_COMPRESSIONS[self.format]))
+            raise ValueError(f"{self.format} extracts take compression {allowed}")
+        return self
+
+
+class SheetsExport(_Model):
+    sheet_id: str | None = None
+
+
+class DatabaseExport(_Model):
+    database: str = Field(min_length=1)
+    table: str | None = None  # default: the table's own name
+
+
+class ImportSettings(_Model):
+    source_database: str = Field(min_length=1)
+    source_table: str = Field(min_length=1)
+    select: str = "*"
+    where: str = ""
+    id_column: ColumnName | None = None  # incremental import when set
+    reimport_conditions: list[Condition] = []
+
+
+class ExternalSettings(_Model):
+    format: Literal["csv", "ndjson"] = "csv"
+    wait_timeout: int = Field(3600, ge=60, le=10800)
+
+
+class TableSpec(_Model):
+    """Everything that defines a table. Kind-specific parts validate per kind."""
+
+    dataset: DatasetName
+    name: TableName
+    project: ProjectId | None = None
+    description: str = Field("", max_length=16384)
+    kind: Literal["summary", "import", "external"] = "summary"
+    query: str = Field("", max_length=1024 * 1024)
+    legacy_sql: bool = False
+    write_disposition: Literal["replace", "append"] = "replace"
+    partitioning: Partitioning | None = None
+    clustering: list[ColumnName] = Field(default_factory=list, max_length=4)
+    frequency_id: str | None = None
+    conditions: list[Condition] = []
+    timezone: TimeZone = "UTC"
+    group_id: str | None = None
+    owner_id: str | None = None
+    labels: dict[str, str] = {}
+    maximum_bytes_billed: int | None = Field(None, gt=0)
+    extract: ExtractSettings | None = None
+    sheets_export: SheetsExport | None = None
+    db_export: DatabaseExport | None = None
+    import_settings: ImportSettings | None = Field(None, alias="import")
+    external: ExternalSettings | None = None
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _per_kind(self) -> TableSpec:
+        for key, value in self.labels.items():
+            if not _LABEL_KEY.match(key) or not _LABEL_VALUE.match(value) or key.lower() != key:
+                raise ValueError(f"label {key!r}: lowercase letters, digits, '_' and '-' (63 max)")
+        if len(self.labels) > 64:
+            raise ValueError("at most 64 labels")
+        if self.kind == "summary":
+            if not self.query.strip():
+                raise ValueError("a summary table needs a query")
+            if self.import_settings is not None or self.external is not None:
+                raise ValueError("a summary table takes no import or external settings")
+        elif self.kind == "import":
+            if self.import_settings is None:
+                raise ValueError("an import table needs import settings")
+            if self.query.strip() or self.external is not None:
+                raise ValueError("an import table takes no query or external settings")
+        else:
+            if self.external is None:
+                raise ValueError("an external table needs external settings")
+            if self.query.strip() or self.import_settings is not None:
+                raise ValueError("an external table takes no query or import settings")
+        if self.legacy_sql and (self.partitioning is not None or self.clustering):
+            raise ValueError("partitioning and clustering need standard SQL")
+        if self.clustering and self.partitioning is None:
+            pass  # BigQuery allows clustering unpartitioned tables
+        return self
+
+    def to_payload(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True)
+
+    @property
+    def qualified_name(self) -> str:
+        return f"{self.dataset}.{self.name}"
+
+
+# Fields of TableSpec that an update may change apart from the query itself.
+QUERY_FIELDS = frozenset({"query", "legacy_sql"})
+
+
+class TableCreated(Event):
+    table_id: str
+    spec: TableSpec
+
+
+class TableQueryChanged(Event):
+    table_id: str
+    query: str
+    legacy_sql: bool
+
+
+class TableSettingsChanged(Event):
+    """Only the changed fields, by their JSON names, with their new values."""
+
+    table_id: str
+    changes: dict[str, Any]
+
+
+class TableDeleted(Event):
+    table_id: str
+    reason: str = ""
+
+
+class TableRestored(Event):
+    """A deleted table is live again."""
+
+    table_id: str
+
+
+class FrequencySpec(_Model):
+    name: str = Field(min_length=1, max_length=200)
+    period: int = Field(gt=0, description="seconds")
+    offset: int = Field(0, description="seconds; may be negative; less than the period")
+    active: bool = True
+
+    @model_validator(mode="after")
+    def _offset_rule(self) -> FrequencySpec:
+        if self.offset >= self.period:
+            raise ValueError("offset must be less than the period")
+        return self
+
+
+class FrequencyCreated(Event):
+    frequency_id: str
+    spec: FrequencySpec
+
+
+class FrequencyChanged(Event):
+    frequency_id: str
+    changes: dict[str, Any]
+
+
+class DatasetRegistered(Event):
+    dataset: DatasetName
+    project: ProjectId | None = None
+    description: str = ""

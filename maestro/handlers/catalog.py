@@ -1,0 +1,342 @@
+"""Catalog commands: create, change, delete and restore tables; frequencies; datasets.
+
+Each command validates, decides and appends; the inline catalog projection updates the read
+model in the same transaction. Dependencies are inferred from the SQL (maestro.catalog.sql) and
+checked for cycles on a planned copy of the graph *before* anything is appended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import difflib
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from maestro.catalog.sql import TableRef, analyze, self_reference_free
+from maestro.errors import Conflict, NotFound
+from maestro.events.catalog import (
+    QUERY_FIELDS,
+    DatasetRegistered,
+    FrequencyChanged,
+    FrequencyCreated,
+    FrequencySpec,
+    TableCreated,
+    TableDeleted,
+    TableQueryChanged,
+    TableRestored,
+    TableSettingsChanged,
+    TableSpec,
+)
+from maestro.events.model import Event, Metadata, RecordedEvent
+from maestro.events.store import NO_STREAM, EventStore
+from maestro.handlers.dependencies import DependencyState, Entry
+from maestro.projections.catalog import apply_table_event
+from maestro.validation import validated
+
+TABLE_EVENTS = ("TableCreated", "TableQueryChanged", "TableSettingsChanged", "TableDeleted", "TableRestored")
+
+
+def table_stream(table_id: str) -> str:
+    return f"table-{table_id}"
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+def validate_spec(payload: dict[str, Any]) -> TableSpec:
+    return validated(TableSpec, payload)
+
+
+@dataclass(frozen=True, slots=True)
+class TableView:
+    """A table as the API shows it."""
+
+    table_id: str
+    spec: dict[str, Any]
+    version: int
+    deleted: bool
+    created_at: dt.datetime | None
+    created_by: str | None
+    updated_at: dt.datetime | None
+    updated_by: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.table_id,
+            **self.spec,
+            "version": self.version,
+            "deleted": self.deleted,
+            "created_at": self.created_at.isoformat() if self.created_at else None,
+            "created_by": self.created_by,
+            "updated_at": self.updated_at.isoformat() if self.updated_at else None,
+            "updated_by": self.updated_by,
+        }
+
+
+class CatalogService:
+    def __init__(self, store: EventStore, default_project: str | None) -> None:
+        self.store = store
+        self.pool = store.pool
+        self.default_project = default_project
+        self.deps = DependencyState(default_project)
+        self._position = -1
+        # One edit at a time per process: each plans against the state the previous one left.
+        self._lock = asyncio.Lock()
+
+    # ------------------------------------------------------------------ loading
+    def refs_of(self, spec: TableSpec | dict[str, Any]) -> frozenset[TableRef]:
+        s = spec if isinstance(spec, TableSpec) else TableSpec.model_validate(spec)
+        if s.kind != "summary":
+            return frozenset()  # imports and external loads read nothing in BigQuery
+        analysis = analyze(s.query, default_project=self.default_project, legacy_sql=s.legacy_sql)
+        project = s.project or self.default_project
+        return self_reference_free(analysis.references, project, s.dataset, s.name)
+
+    def _entry(self, table_id: str, spec: TableSpec | dict[str, Any]) -> Entry:
+        s = spec if isinstance(spec, TableSpec) else TableSpec.model_validate(spec)
+        return Entry(table_id, s.project, s.dataset, s.name, self.refs_of(s))
+
+    async def refresh(self) -> None:
+        """Rebuild the in-memory dependency state if the catalog moved (another replica wrote)."""
+        position = await self.pool.fetchval("SELECT coalesce(max(last_position), 0) FROM catalog_tables")
+        if position == self._position:
+            return
+        rows = await self.pool.fetch(
+            "SELECT table_id, spec::text FROM catalog_tables WHERE NOT deleted"
+        )
+        entries = [self._entry(r["table_id"], orjson.loads(r["spec"])) for r in rows]
+        self.deps = DependencyState.build(entries, self.default_project)
+        self._position = position
+
+    # ------------------------------------------------------------------ tables: commands
+    async def create_table(self, spec: TableSpec, actor: Metadata) -> TableView:
+        async with self._lock:
+            await self.refresh()
+            if (spec.dataset, spec.name) in self.deps.by_name:
+                raise Conflict(f"table {spec.qualified_name} already exists")
+            table_id = new_id()
+            planned = self.deps.planned(table_id, self._entry(table_id, spec))
+            await self._append(table_id, NO_STREAM, [TableCreated(table_id=table_id, spec=spec)], actor)
+            self.deps = planned
+        return await self.get_table(table_id)
+
+    async def update_table(
+        self,
+        table_id: str,
+        changes: dict[str, Any],
+        actor: Metadata,
+        *,
+        expected_version: int | None = None,
+        replace: bool = False,
+    ) -> TableView:
+        """Apply ``changes`` (a partial spec; with ``replace`` the whole new spec)."""
+        async with self._lock:
+            await self.refresh()
+            current = await self.get_table(table_id)
+            if current.deleted:
+                raise Conflict(f"table {table_id} is deleted; restore it first")
+            if expected_version is not None and expected_version != current.version:
+                raise Conflict(
+                    f"table {table_id} is at version {current.version}, not {expected_version}: "
+                    "someone changed it since you read it"
+                )
+            merged = changes if replace else {**current.spec, **changes}
+            spec = validate_spec(merged)
+            events = self._diff_events(table_id, current.spec, spec.to_payload())
+            if not events:
+                return current
+            planned = self.deps.planned(table_id, self._entry(table_id, spec))
+            await self._append(table_id, current.version, events, actor)
+            self.deps = planned
+        return await self.get_table(table_id)
+
+    async def delete_table(self, table_id: str, actor: Metadata, reason: str = "") -> TableView:
+        async with self._lock:
+            await self.refresh()
+            current = await self.get_table(table_id)
+            if current.deleted:
+                return current
+            planned = self.deps.planned(table_id, None)
+            await self._append(table_id, current.version, [TableDeleted(table_id=table_id, reason=reason)], actor)
+            self.deps = planned
+        return await self.get_table(table_id)
+
+    async def restore_table(self, table_id: str, actor: Metadata, version: int | None = None) -> TableView:
+        """Bring a deleted table back, or bring back an old version as new events."""
+        async with self._lock:
+            await self.refresh()
+            current = await self.get_table(table_id)
+            events: list[Event] = []
+            target = current.spec
+            if version is not None:
+                old = await self.get_table(table_id, version=version)
+                target = old.spec
+                events.extend(self._diff_events(table_id, current.spec, target))
+            if current.deleted:
+                events.insert(0, TableRestored(table_id=table_id))
+            if not events:
+                return current
+            spec = validate_spec(target)
+            if current.deleted and (spec.dataset, spec.name) in self.deps.by_name:
+                raise Conflict(f"a live table {spec.qualified_name} exists; cannot restore this one")
+            planned = self.deps.planned(table_id, self._entry(table_id, spec))
+            meta = actor if version is None else Metadata(
+                actor=actor.actor,
+                correlation_id=actor.correlation_id,
+                causation_id=actor.causation_id,
+                extra={**actor.extra, "restored_from_version": version},
+            )
+            await self._append(table_id, current.version, events, meta)
+            self.deps = planned
+        return await self.get_table(table_id)
+
+    def _diff_events(self, table_id: str, old: dict[str, Any], new: dict[str, Any]) -> list[Event]:
+        events: list[Event] = []
+        if any(old.get(k) != new.get(k) for k in QUERY_FIELDS):
+            events.append(TableQueryChanged(table_id=table_id, query=new["query"], legacy_sql=new["legacy_sql"]))
+        settings = {k: v for k, v in new.items() if k not in QUERY_FIELDS and old.get(k) != v}
+        if settings:
+            events.append(TableSettingsChanged(table_id=table_id, changes=settings))
+        return events
+
+    async def _append(self, table_id: str, expected: int, events: Sequence[Event], meta: Metadata) -> None:
+        result = await self.store.append(table_stream(table_id), expected, events, meta)
+        self._position = max(self._position, result.last_position)
+
+    # ------------------------------------------------------------------ tables: queries
+    async def get_table(
+        self, table_id: str, *, as_of: dt.datetime | None = None, version: int | None = None
+    ) -> TableView:
+        if as_of is None and version is None:
+            row = await self.pool.fetchrow(
+                "SELECT table_id, spec::text, version, deleted, created_at, created_by, updated_at, "
+                "updated_by FROM catalog_tables WHERE table_id = $1",
+                table_id,
+            )
+            if row is None:
+                raise NotFound(f"no table {table_id!r}")
+            return TableView(row[0], orjson.loads(row[1]), row[2], row[3], row[4], row[5], row[6], row[7])
+        events = await self.store.read(table_stream(table_id), until=as_of)
+        if version is not None:
+            events = [e for e in events if e.version <= version]
+            if not events or events[-1].version != version:
+                raise NotFound(f"table {table_id!r} has no version {version}")
+        if not events:
+            raise NotFound(f"table {table_id!r} did not exist at {as_of.isoformat() if as_of else '?'}")
+        return fold_table(events)
+
+    async def history(self, table_id: str) -> list[dict[str, Any]]:
+        events = await self.store.read(table_stream(table_id))
+        if not events:
+            raise NotFound(f"no table {table_id!r}")
+        versions = []
+        spec: dict[str, Any] = {}
+        for r in events:
+            before = spec
+            spec = apply_table_event(spec, r.event)
+            entry: dict[str, Any] = {
+                "version": r.version,
+                "type": r.type,
+                "actor": r.metadata.actor,
+                "at": r.occurred_at.isoformat(),
+                "position": r.position,
+            }
+            if "restored_from_version" in r.metadata.extra:
+                entry["restored_from_version"] = r.metadata.extra["restored_from_version"]
+            if isinstance(r.event, TableCreated):
+                entry["changes"] = {"created": True}
+                entry["diff"] = _unified(f"{r.version}", "", spec["query"])
+            elif isinstance(r.event, TableQueryChanged):
+                entry["changes"] = {k: spec[k] for k in QUERY_FIELDS if before.get(k) != spec[k]}
+                entry["diff"] = _unified(f"{r.version}", before.get("query", ""), spec["query"])
+            elif isinstance(r.event, TableSettingsChanged):
+                entry["changes"] = {
+                    k: {"from": before.get(k), "to": v} for k, v in r.event.changes.items()
+                }
+            elif isinstance(r.event, TableDeleted):
+                entry["changes"] = {"deleted": True, "reason": r.event.reason}
+            elif isinstance(r.event, TableRestored):
+                entry["changes"] = {"deleted": False}
+            versions.append(entry)
+        return versions
+
+    async def catalog_as_of(self, as_of: dt.datetime) -> list[TableView]:
+        """Every table that was live at ``as_of``, as it was then."""
+        by_stream: dict[str, list[RecordedEvent]] = {}
+        position = 0
+        while True:
+            batch = await self.store.read_all(position, 5000, TABLE_EVENTS)
+            if not batch:
+                break
+            position = batch[-1].position
+            for r in batch:
+                if r.occurred_at <= as_of:
+                    by_stream.setdefault(r.stream_id, []).append(r)
+        views = [fold_table(sorted(evs, key=lambda e: e.version)) for evs in by_stream.values()]
+        return sorted((v for v in views if not v.deleted), key=lambda v: (v.spec["dataset"], v.spec["name"]))
+
+    def dependencies(self, table_id: str) -> dict[str, Any]:
+        entry = self.deps.entries.get(table_id)
+        if entry is None:
+            return {"parents": [], "children": [], "external": []}
+        _, external = self.deps.resolve(entry)
+        return {
+            "parents": sorted(self.deps.graph.parents(table_id)),
+            "children": sorted(self.deps.graph.children(table_id)),
+            "external": external,
+        }
+
+    # ------------------------------------------------------------------ frequencies and datasets
+    async def create_frequency(self, spec: FrequencySpec, actor: Metadata) -> str:
+        frequency_id = new_id()
+        await self.store.append(
+            f"frequency-{frequency_id}", NO_STREAM, [FrequencyCreated(frequency_id=frequency_id, spec=spec)], actor
+        )
+        return frequency_id
+
+    async def update_frequency(self, frequency_id: str, changes: dict[str, Any], actor: Metadata) -> None:
+        row = await self.pool.fetchrow(
+            "SELECT spec::text, version FROM catalog_frequencies WHERE frequency_id = $1", frequency_id
+        )
+        if row is None:
+            raise NotFound(f"no frequency {frequency_id!r}")
+        current = orjson.loads(row["spec"])
+        spec = validated(FrequencySpec, {**current, **changes})
+        diff = {k: v for k, v in spec.model_dump().items() if current.get(k) != v}
+        if diff:
+            await self.store.append(
+                f"frequency-{frequency_id}", row["version"], [FrequencyChanged(frequency_id=frequency_id, changes=diff)], actor
+            )
+
+    async def register_dataset(self, event: DatasetRegistered, actor: Metadata) -> None:
+        await self.store.append(f"dataset-{event.dataset}", -2, [event], actor)
+
+
+def fold_table(events: Sequence[RecordedEvent]) -> TableView:
+    spec: dict[str, Any] = {}
+    deleted = False
+    for r in events:
+        spec = apply_table_event(spec, r.event)
+        if isinstance(r.event, TableDeleted):
+            deleted = True
+        elif isinstance(r.event, TableRestored):
+            deleted = False
+    first, last = events[0], events[-1]
+    table_id = last.stream_id.removeprefix("table-")
+    return TableView(
+        table_id, spec, last.version, deleted, first.occurred_at, first.metadata.actor,
+        last.occurred_at, last.metadata.actor,
+    )
+
+
+def _unified(label: str, old: str, new: str) -> str:
+    return "".join(
+        difflib.unified_diff(
+            old.splitlines(keepends=True), new.splitlines(keepends=True), "before", f"version {label}"
+        )
+    )

@@ -1,0 +1,366 @@
+"""The catalog API: tables, their dependencies, history and lineage; frequencies; datasets."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal
+
+import orjson
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
+
+from maestro.handlers import lineage
+from maestro.errors import NotFound, ValidationFailed
+from maestro.events.catalog import DatasetName, DatasetRegistered, FrequencySpec, ProjectId, TableSpec
+from maestro.handlers.catalog import validate_spec
+from maestro.http.auth import principal, require_admin
+from maestro.http.keys import RUNTIME
+from maestro.http.routing import Route, register, routes
+from maestro.http.validation import parse_body, parse_query
+
+MAX_PAGE = 500
+SPEC_FIELDS = frozenset(
+    (f.alias or name) for name, f in TableSpec.model_fields.items()
+)
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    raw = await request.read()
+    try:
+        body = orjson.loads(raw or b"{}")
+    except orjson.JSONDecodeError as exc:
+        raise ValidationFailed(f"the body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise ValidationFailed("the body must be a JSON object")
+    return body
+
+
+def _catalog(request: web.Request):
+    return request.app[RUNTIME].catalog
+
+
+# ---------------------------------------------------------------------- tables
+class TableListQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["summary", "import", "external"] | None = None
+    dataset: str | None = None
+    group: str | None = None
+    frequency: str | None = None
+    q: str | None = Field(None, description="text search in name, description and SQL")
+    include_deleted: bool = False
+    offset: int = Field(0, ge=0)
+    limit: int = Field(100, ge=1, le=MAX_PAGE)
+
+
+class AsOfQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    as_of: dt.datetime | None = Field(None, description="ISO 8601 instant: the table as it was then")
+
+
+class RestoreBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    version: int | None = Field(None, ge=1, description="bring back this version (default: undelete)")
+
+
+class ColumnQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    column: str = Field(min_length=1)
+
+
+class GraphQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    table: str | None = Field(None, description="centre the subgraph on this table id")
+    depth: int | None = Field(None, ge=0, le=100)
+    direction: Literal["up", "down", "both"] = "both"
+
+
+async def list_tables(request: web.Request) -> web.Response:
+    q = parse_query(TableListQuery, request)
+    rows = await request.app[RUNTIME].pool.fetch(
+        """
+        SELECT table_id, spec::text, version, deleted, created_at, created_by, updated_at, updated_by,
+               count(*) OVER () AS total
+        FROM catalog_tables
+        WHERE ($1 OR NOT deleted)
+          AND ($2::text IS NULL OR kind = $2)
+          AND ($3::text IS NULL OR dataset = $3)
+          AND ($4::text IS NULL OR spec->>'group_id' = $4)
+          AND ($5::text IS NULL OR spec->>'frequency_id' = $5)
+          AND ($6::text IS NULL OR name ILIKE '%' || $6 || '%' OR spec->>'description' ILIKE '%' || $6 || '%'
+               OR spec->>'query' ILIKE '%' || $6 || '%')
+        ORDER BY dataset, name, table_id
+        OFFSET $7 LIMIT $8
+        """,
+        q.include_deleted, q.kind, q.dataset, q.group, q.frequency, q.q, q.offset, q.limit,
+    )
+    tables = [_row_view(r) for r in rows]
+    total = rows[0]["total"] if rows else 0
+    return _json({"tables": tables, "total": total, "offset": q.offset, "limit": q.limit})
+
+
+def _row_view(r: Any) -> dict[str, Any]:
+    return {
+        "id": r["table_id"],
+        **orjson.loads(r["spec"]),
+        "version": r["version"],
+        "deleted": r["deleted"],
+        "created_at": r["created_at"].isoformat(),
+        "created_by": r["created_by"],
+        "updated_at": r["updated_at"].isoformat(),
+        "updated_by": r["updated_by"],
+    }
+
+
+async def create_table(request: web.Request) -> web.Response:
+    spec = validate_spec(await _json_body(request))
+    view = await _catalog(request).create_table(spec, principal(request).metadata())
+    return _json(_with_deps(request, view.to_dict()), status=201)
+
+
+async def get_table(request: web.Request) -> web.Response:
+    q = parse_query(AsOfQuery, request)
+    view = await _catalog(request).get_table(request.match_info["table_id"], as_of=q.as_of)
+    body = view.to_dict()
+    if q.as_of is None:
+        body = _with_deps(request, body)
+    return _json(body)
+
+
+def _with_deps(request: web.Request, body: dict[str, Any]) -> dict[str, Any]:
+    return {**body, "dependencies": _catalog(request).dependencies(body["id"])}
+
+
+async def _changes(request: web.Request, *, partial: bool) -> tuple[dict[str, Any], int | None]:
+    body = await _json_body(request)
+    expected = body.pop("version", None)
+    if expected is not None and (not isinstance(expected, int) or isinstance(expected, bool)):
+        raise ValidationFailed("version: must be an integer (the version you read)")
+    unknown = sorted(set(body) - SPEC_FIELDS)
+    if unknown:
+        raise ValidationFailed(
+            "; ".join(f"{k}: unknown field" for k in unknown),
+            problems=[{"field": k, "message": "unknown field"} for k in unknown],
+        )
+    if partial and not body:
+        raise ValidationFailed("nothing to change: send the fields to change")
+    return body, expected
+
+
+async def patch_table(request: web.Request) -> web.Response:
+    changes, expected = await _changes(request, partial=True)
+    view = await _catalog(request).update_table(
+        request.match_info["table_id"], changes, principal(request).metadata(), expected_version=expected
+    )
+    return _json(_with_deps(request, view.to_dict()))
+
+
+async def put_table(request: web.Request) -> web.Response:
+    spec, expected = await _changes(request, partial=False)
+    view = await _catalog(request).update_table(
+        request.match_info["table_id"], spec, principal(request).metadata(),
+        expected_version=expected, replace=True,
+    )
+    return _json(_with_deps(request, view.to_dict()))
+
+
+async def delete_table(request: web.Request) -> web.Response:
+    view = await _catalog(request).delete_table(request.match_info["table_id"], principal(request).metadata())
+    return _json(view.to_dict())
+
+
+async def restore_table(request: web.Request) -> web.Response:
+    body = await parse_body(RestoreBody, request)
+    view = await _catalog(request).restore_table(
+        request.match_info["table_id"], principal(request).metadata(), version=body.version
+    )
+    return _json(_with_deps(request, view.to_dict()))
+
+
+async def table_history(request: web.Request) -> web.Response:
+    table_id = request.match_info["table_id"]
+    return _json({"id": table_id, "versions": await _catalog(request).history(table_id)})
+
+
+def _summaries(request: web.Request, ids: list[str]) -> list[dict[str, Any]]:
+    deps = _catalog(request).deps
+    return [
+        {"id": i, "dataset": deps.entries[i].dataset, "name": deps.entries[i].name}
+        for i in ids
+        if i in deps.entries
+    ]
+
+
+async def _live(request: web.Request) -> str:
+    catalog = _catalog(request)
+    table_id = request.match_info["table_id"]
+    await catalog.refresh()
+    if table_id not in catalog.deps.entries:
+        await catalog.get_table(table_id)  # 404 for unknown ids
+    return table_id
+
+
+async def table_parents(request: web.Request) -> web.Response:
+    table_id = await _live(request)
+    deps = _catalog(request).dependencies(table_id)
+    return _json({"parents": _summaries(request, deps["parents"]), "external": deps["external"]})
+
+
+async def table_children(request: web.Request) -> web.Response:
+    table_id = await _live(request)
+    deps = _catalog(request).dependencies(table_id)
+    return _json({"children": _summaries(request, deps["children"])})
+
+
+async def graph(request: web.Request) -> web.Response:
+    q = parse_query(GraphQuery, request)
+    catalog = _catalog(request)
+    await catalog.refresh()
+    g = catalog.deps.graph
+    if q.table is not None:
+        if q.table not in g:
+            raise NotFound(f"table {q.table!r} is not a live table of the catalog")
+        g = g.neighbourhood(q.table, q.depth, q.direction)
+    priorities = catalog.deps.graph.priorities()
+    nodes = [
+        {
+            "id": n,
+            "dataset": catalog.deps.entries[n].dataset,
+            "name": catalog.deps.entries[n].name,
+            "priority": priorities.get(n, 0),
+        }
+        for n in g.nodes()
+        if n in catalog.deps.entries
+    ]
+    edges = [{"parent": p, "child": c} for p, c in g.edges()]
+    return _json({"nodes": nodes, "edges": edges, "generations": g.topological_generations()})
+
+
+async def table_lineage(request: web.Request) -> web.Response:
+    q = parse_query(ColumnQuery, request)
+    table_id = await _live(request)
+    sources = await lineage.column_sources(request.app[RUNTIME].catalog, table_id, q.column)
+    return _json({"id": table_id, "column": q.column, "sources": sources})
+
+
+async def table_impact(request: web.Request) -> web.Response:
+    q = parse_query(ColumnQuery, request)
+    table_id = await _live(request)
+    impacted = await lineage.impact(request.app[RUNTIME].catalog, table_id, q.column)
+    return _json({"id": table_id, "column": q.column, "impacted": impacted})
+
+
+class CatalogAsOfQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    as_of: dt.datetime
+
+
+async def catalog_as_of(request: web.Request) -> web.Response:
+    q = parse_query(CatalogAsOfQuery, request)
+    views = await _catalog(request).catalog_as_of(q.as_of)
+    return _json({"as_of": q.as_of.isoformat(), "tables": [v.to_dict() for v in views]})
+
+
+# ---------------------------------------------------------------------- frequencies
+class FrequencyPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str | None = Field(None, min_length=1, max_length=200)
+    period: int | None = Field(None, gt=0)
+    offset: int | None = None
+    active: bool | None = None
+
+
+async def list_frequencies(request: web.Request) -> web.Response:
+    rows = await request.app[RUNTIME].pool.fetch(
+        "SELECT frequency_id, spec::text, version FROM catalog_frequencies ORDER BY name"
+    )
+    return _json({"frequencies": [{"id": r[0], **orjson.loads(r[1]), "version": r[2]} for r in rows]})
+
+
+async def _frequency(request: web.Request, frequency_id: str) -> dict[str, Any]:
+    row = await request.app[RUNTIME].pool.fetchrow(
+        "SELECT frequency_id, spec::text, version FROM catalog_frequencies WHERE frequency_id = $1",
+        frequency_id,
+    )
+    if row is None:
+        raise NotFound(f"no frequency {frequency_id!r}")
+    return {"id": row[0], **orjson.loads(row[1]), "version": row[2]}
+
+
+async def create_frequency(request: web.Request) -> web.Response:
+    who = require_admin(request)
+    spec = await parse_body(FrequencySpec, request)
+    frequency_id = await _catalog(request).create_frequency(spec, who.metadata())
+    return _json(await _frequency(request, frequency_id), status=201)
+
+
+async def get_frequency(request: web.Request) -> web.Response:
+    return _json(await _frequency(request, request.match_info["frequency_id"]))
+
+
+async def patch_frequency(request: web.Request) -> web.Response:
+    who = require_admin(request)
+    patch = await parse_body(FrequencyPatch, request)
+    frequency_id = request.match_info["frequency_id"]
+    await _catalog(request).update_frequency(frequency_id, patch.model_dump(exclude_none=True), who.metadata())
+    return _json(await _frequency(request, frequency_id))
+
+
+# ---------------------------------------------------------------------- datasets
+class DatasetBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    dataset: DatasetName
+    project: ProjectId | None = None
+    description: str = ""
+
+
+async def list_datasets(request: web.Request) -> web.Response:
+    rows = await request.app[RUNTIME].pool.fetch(
+        """
+        SELECT d.dataset, max(d.project) AS project, max(d.description) AS description,
+               count(t.table_id) AS tables
+        FROM (SELECT dataset, project, description FROM catalog_datasets
+              UNION SELECT DISTINCT dataset, NULL, NULL FROM catalog_tables WHERE NOT deleted) d
+        LEFT JOIN catalog_tables t ON t.dataset = d.dataset AND NOT t.deleted
+        GROUP BY d.dataset ORDER BY d.dataset
+        """
+    )
+    return _json({"datasets": [{**dict(r), "description": r["description"] or ""} for r in rows]})
+
+
+async def register_dataset(request: web.Request) -> web.Response:
+    who = require_admin(request)
+    body = await parse_body(DatasetBody, request)
+    await _catalog(request).register_dataset(DatasetRegistered(**body.model_dump()), who.metadata())
+    return _json(body.model_dump(), status=201)
+
+
+ROUTES = routes(
+    Route("GET", "/api/v1/tables", list_tables, "List tables (filters, text search, pagination)", query=TableListQuery, tag="tables"),
+    Route("POST", "/api/v1/tables", create_table, "Create a table", rule="write", body=TableSpec, status=201, tag="tables"),
+    Route("GET", "/api/v1/tables/{table_id}", get_table, "A table, now or as of an instant", query=AsOfQuery, tag="tables"),
+    Route("PATCH", "/api/v1/tables/{table_id}", patch_table, "Change some fields (optionally at an expected version)", rule="write", tag="tables"),
+    Route("PUT", "/api/v1/tables/{table_id}", put_table, "Replace the whole definition", rule="write", body=TableSpec, tag="tables"),
+    Route("DELETE", "/api/v1/tables/{table_id}", delete_table, "Delete a table (soft)", rule="write", tag="tables"),
+    Route("POST", "/api/v1/tables/{table_id}/restore", restore_table, "Undelete, or bring back an old version", rule="write", body=RestoreBody, tag="tables"),
+    Route("GET", "/api/v1/tables/{table_id}/history", table_history, "Every version: who, when, what changed", tag="tables"),
+    Route("GET", "/api/v1/tables/{table_id}/parents", table_parents, "Tables this one reads, and external sources", tag="dependencies"),
+    Route("GET", "/api/v1/tables/{table_id}/children", table_children, "Tables that read this one", tag="dependencies"),
+    Route("GET", "/api/v1/tables/{table_id}/lineage", table_lineage, "Source columns of an output column", query=ColumnQuery, tag="dependencies"),
+    Route("GET", "/api/v1/tables/{table_id}/impact", table_impact, "Downstream tables and columns that depend on a column", query=ColumnQuery, tag="dependencies"),
+    Route("GET", "/api/v1/graph", graph, "The whole DAG, or a subgraph around a table", query=GraphQuery, tag="dependencies"),
+    Route("GET", "/api/v1/catalog", catalog_as_of, "The whole catalog as of an instant", query=CatalogAsOfQuery, tag="tables"),
+    Route("GET", "/api/v1/frequencies", list_frequencies, "List frequencies", tag="frequencies"),
+    Route("POST", "/api/v1/frequencies", create_frequency, "Create a frequency", rule="admin", body=FrequencySpec, status=201, tag="frequencies"),
+    Route("GET", "/api/v1/frequencies/{frequency_id}", get_frequency, "A frequency", tag="frequencies"),
+    Route("PATCH", "/api/v1/frequencies/{frequency_id}", patch_frequency, "Change a frequency", rule="admin", body=FrequencyPatch, tag="frequencies"),
+    Route("GET", "/api/v1/datasets", list_datasets, "Datasets (registered or used by tables)", tag="datasets"),
+    Route("POST", "/api/v1/datasets", register_dataset, "Register a dataset", rule="admin", body=DatasetBody, status=201, tag="datasets"),
+)
+
+
+def add_routes(app: web.Application) -> None:
+    register(app, ROUTES)
