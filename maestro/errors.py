@@ -144,3 +144,15 @@ class SecretUnavailable(ConfigurationError):
     """A stored credential cannot be decrypted with the configured secret."""
 
     code = "secret_unavailable"
+
+
+class BigQueryError(MaestroError):
+    """BigQuery refused or failed a request."""
+
+    code = "bigquery_error"
+    status = 502
+
+    def __init__(self, reason: str, message: str, *, retryable: bool) -> None:
+        self.reason = reason
+        self.retryable = retryable  # True: the same request may succeed later (retry with backoff)
+        super().__init__(f"BigQuery: {message} ({reason})", reason=reason, retryable=retryable)

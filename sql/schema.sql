@@ -165,6 +165,24 @@ CREATE TABLE public.catalog_tables (
 );
 
 --
+-- Name: cost_jobs; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.cost_jobs (
+    job_id text NOT NULL,
+    table_id text NOT NULL,
+    run_id text,
+    owner_id text,
+    group_id text,
+    day date,
+    bytes_processed bigint DEFAULT 0 NOT NULL,
+    bytes_billed bigint DEFAULT 0 NOT NULL,
+    slot_ms bigint DEFAULT 0 NOT NULL,
+    cache_hit boolean DEFAULT false NOT NULL,
+    finished_at timestamp with time zone
+);
+
+--
 -- Name: events; Type: TABLE; Schema: public; Owner: -
 --
 
@@ -192,6 +210,31 @@ CREATE SEQUENCE public.events_position_seq
     CACHE 1;
 
 --
+-- Name: jobs; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.jobs (
+    job_id text NOT NULL,
+    run_id text,
+    table_id text NOT NULL,
+    attempt integer NOT NULL,
+    kind text NOT NULL,
+    state text NOT NULL,
+    config jsonb NOT NULL,
+    owner_id text,
+    group_id text,
+    adopted boolean DEFAULT false NOT NULL,
+    planned_at timestamp with time zone NOT NULL,
+    submitted_at timestamp with time zone,
+    finished_at timestamp with time zone,
+    statistics jsonb,
+    destination_uris jsonb DEFAULT '[]'::jsonb NOT NULL,
+    error text,
+    reason text,
+    retryable boolean
+);
+
+--
 -- Name: proj_streams; Type: TABLE; Schema: public; Owner: -
 --
 
@@ -217,6 +260,47 @@ CREATE TABLE public.projection_checkpoints (
     rebuilt_at timestamp with time zone,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
     CONSTRAINT projection_checkpoints_mode_check CHECK ((mode = ANY (ARRAY['inline'::text, 'async'::text])))
+);
+
+--
+-- Name: run_tables; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.run_tables (
+    run_id text NOT NULL,
+    table_id text NOT NULL,
+    name text NOT NULL,
+    priority integer NOT NULL,
+    parents text[] NOT NULL,
+    config jsonb NOT NULL,
+    "extract" jsonb,
+    owner_id text,
+    group_id text,
+    state text NOT NULL,
+    job_id text,
+    attempt integer DEFAULT 0 NOT NULL,
+    error text,
+    updated_at timestamp with time zone NOT NULL
+);
+
+--
+-- Name: runs; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.runs (
+    run_id text NOT NULL,
+    frequency_id text,
+    slot timestamp with time zone,
+    trigger text NOT NULL,
+    status text NOT NULL,
+    workers integer,
+    planned_at timestamp with time zone NOT NULL,
+    planned_by text NOT NULL,
+    finished_at timestamp with time zone,
+    cancel_requested boolean DEFAULT false NOT NULL,
+    skipped jsonb DEFAULT '{}'::jsonb NOT NULL,
+    counts jsonb DEFAULT '{}'::jsonb NOT NULL,
+    CONSTRAINT runs_status_check CHECK ((status = ANY (ARRAY['running'::text, 'succeeded'::text, 'failed'::text, 'cancelled'::text])))
 );
 
 --
@@ -259,11 +343,25 @@ ALTER TABLE ONLY public.catalog_tables
     ADD CONSTRAINT catalog_tables_pkey PRIMARY KEY (table_id);
 
 --
+-- Name: cost_jobs cost_jobs_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.cost_jobs
+    ADD CONSTRAINT cost_jobs_pkey PRIMARY KEY (job_id);
+
+--
 -- Name: events events_pkey; Type: CONSTRAINT; Schema: public; Owner: -
 --
 
 ALTER TABLE ONLY public.events
     ADD CONSTRAINT events_pkey PRIMARY KEY (stream_id, version);
+
+--
+-- Name: jobs jobs_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.jobs
+    ADD CONSTRAINT jobs_pkey PRIMARY KEY (job_id);
 
 --
 -- Name: proj_streams proj_streams_pkey; Type: CONSTRAINT; Schema: public; Owner: -
@@ -278,6 +376,20 @@ ALTER TABLE ONLY public.proj_streams
 
 ALTER TABLE ONLY public.projection_checkpoints
     ADD CONSTRAINT projection_checkpoints_pkey PRIMARY KEY (name);
+
+--
+-- Name: run_tables run_tables_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.run_tables
+    ADD CONSTRAINT run_tables_pkey PRIMARY KEY (run_id, table_id);
+
+--
+-- Name: runs runs_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.runs
+    ADD CONSTRAINT runs_pkey PRIMARY KEY (run_id);
 
 --
 -- Name: schema_migrations schema_migrations_pkey; Type: CONSTRAINT; Schema: public; Owner: -
@@ -311,6 +423,12 @@ CREATE INDEX catalog_tables_frequency ON public.catalog_tables USING btree (((sp
 CREATE UNIQUE INDEX catalog_tables_live_name ON public.catalog_tables USING btree (dataset, name) WHERE (NOT deleted);
 
 --
+-- Name: cost_jobs_day; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX cost_jobs_day ON public.cost_jobs USING btree (day);
+
+--
 -- Name: events_position_idx; Type: INDEX; Schema: public; Owner: -
 --
 
@@ -323,10 +441,46 @@ CREATE UNIQUE INDEX events_position_idx ON public.events USING btree ("position"
 CREATE INDEX events_type_position_idx ON public.events USING btree (type, "position");
 
 --
+-- Name: jobs_run; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX jobs_run ON public.jobs USING btree (run_id);
+
+--
+-- Name: jobs_table; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX jobs_table ON public.jobs USING btree (table_id, planned_at DESC);
+
+--
+-- Name: jobs_unfinished; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX jobs_unfinished ON public.jobs USING btree (state) WHERE (state = ANY (ARRAY['planned'::text, 'submitted'::text]));
+
+--
 -- Name: proj_streams_category_idx; Type: INDEX; Schema: public; Owner: -
 --
 
 CREATE INDEX proj_streams_category_idx ON public.proj_streams USING btree (category, stream_id);
+
+--
+-- Name: runs_frequency_slot; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX runs_frequency_slot ON public.runs USING btree (frequency_id, slot DESC);
+
+--
+-- Name: runs_planned_at; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX runs_planned_at ON public.runs USING btree (planned_at DESC);
+
+--
+-- Name: runs_status; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX runs_status ON public.runs USING btree (status) WHERE (status = 'running'::text);
 
 --
 -- Name: events events_append_only_rows; Type: TRIGGER; Schema: public; Owner: -
@@ -339,6 +493,13 @@ CREATE TRIGGER events_append_only_rows BEFORE DELETE OR UPDATE ON public.events 
 --
 
 CREATE TRIGGER events_append_only_truncate BEFORE TRUNCATE ON public.events FOR EACH STATEMENT EXECUTE FUNCTION public.events_refuse_change();
+
+--
+-- Name: run_tables run_tables_run_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.run_tables
+    ADD CONSTRAINT run_tables_run_id_fkey FOREIGN KEY (run_id) REFERENCES public.runs(run_id);
 
 --
 -- PostgreSQL database dump complete

@@ -38,13 +38,18 @@ from sqlglot.tokens import Token, TokenType
 
 from maestro.catalog.sql_parse import tokenize
 
+_QUOTED = (TokenType.IDENTIFIER, TokenType.STRING)
 _WILDCARD_CALLS = frozenset({"TABLE_DATE_RANGE", "TABLE_DATE_RANGE_STRICT", "TABLE_QUERY"})
 # Legacy functions whose standard namesakes sqlglot parses with a different signature.
 _RENAMED_CALLS = frozenset({"DATE_ADD", "POSITION"})
 # TABLE_QUERY filters whose tables we can name by a prefix; any other filter means "any table".
 # The lookahead keeps a quantified last character (`^events_?`) out of the prefix.
 _PREFIX_FILTERS = (
-    re.compile(r"""\s*REGEXP_MATCH\(\s*table_id\s*,\s*r?(['"])\^(?P<prefix>\w+)(?![?*{])[^'"|]*\1\s*\)\s*""", re.I),
+    re.compile(
+        r"""\s*REGEXP_MATCH\(\s*table_id\s*,\s*"""
+        r"""r?(['"])\^(?P<prefix>\w+)(?![?*{])[^'"|]*\1\s*\)\s*""",
+        re.I,
+    ),
     re.compile(r"""\s*table_id\s+LIKE\s+(['"])(?P<prefix>\w+)%\1\s*""", re.I),
 )
 
@@ -88,7 +93,7 @@ def _rewrite_words(
 ) -> None:
     skip_until = -1
     for index, token in enumerate(tokens):
-        if token.start <= skip_until or token.token_type in (TokenType.IDENTIFIER, TokenType.STRING):
+        if token.start <= skip_until or token.token_type in _QUOTED:
             continue
         if token.start in brackets:  # a name: its words are not keywords
             skip_until = brackets[token.start][0]

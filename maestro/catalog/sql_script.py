@@ -84,11 +84,20 @@ _OPAQUE = frozenset({"CALL", "EXECUTE"})
 
 
 def flatten(tokens: list[Token], sql: str) -> Script:
-    """Split a script's tokens into pieces sqlglot can parse one by one."""
+    """Split a script's tokens into pieces sqlglot can parse one by one.
+
+    >>> from maestro.catalog.sql_parse import tokenize
+    >>> sql = "IF (SELECT COUNT(*) FROM ds.a) > 0 THEN INSERT ds.b SELECT 1; END IF"
+    >>> script = flatten(tokenize(sql), sql)
+    >>> [(piece.kind, piece.text(sql)) for piece in script.pieces], script.statement_count
+    ([('condition', '(SELECT COUNT(*) FROM ds.a) > 0'), ('statement', 'INSERT ds.b SELECT 1')], 2)
+    """
     return _Flattener(tokens, sql).run()
 
 
 class _Flattener:
+    """One pass over the tokens, always positioned at the start of a statement."""
+
     def __init__(self, tokens: list[Token], sql: str) -> None:
         self.tokens = tokens
         self.kinds = [token.token_type for token in tokens]

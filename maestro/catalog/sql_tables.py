@@ -52,7 +52,8 @@ def written_tables(statement: exp.Expr) -> list[exp.Table]:
     if isinstance(statement, exp.TruncateTable):
         return [table for table in statement.expressions if isinstance(table, exp.Table)]
     if isinstance(statement, exp.Drop):  # DROP TABLE a, b
-        return [table for table in statement.args.get("tables") or [] if isinstance(table, exp.Table)]
+        tables = statement.args.get("tables") or []
+        return [table for table in tables if isinstance(table, exp.Table)]
     if not isinstance(statement, _WRITING_STATEMENTS):
         return []
     target = statement.this
@@ -72,7 +73,8 @@ def temp_table_name(statement: exp.Expr) -> str | None:
     if isinstance(statement, exp.Create) and statement.kind == "TABLE":
         properties = statement.args.get("properties")
         if properties and any(isinstance(p, exp.TemporaryProperty) for p in properties.expressions):
-            return next(iter(written_tables(statement)), exp.Table()).name or None
+            targets = written_tables(statement)
+            return targets[0].name if targets else None
     return None
 
 

@@ -249,15 +249,31 @@ class TableRestored(Event):
 
 
 class FrequencySpec(_Model):
+    """A cadence: every ``period`` seconds shifted by ``offset`` (the original's semantics:
+    truncation counted from 0001-01-01 UTC, so a daily period aligns to UTC midnight), or a cron
+    expression in a time zone."""
+
     name: str = Field(min_length=1, max_length=200)
-    period: int = Field(gt=0, description="seconds")
+    period: int | None = Field(None, gt=0, description="seconds")
     offset: int = Field(0, description="seconds; may be negative; less than the period")
+    cron: str | None = Field(None, description="a cron expression instead of period/offset")
+    timezone: TimeZone = "UTC"
     active: bool = True
+    missed: Literal["latest", "skip"] = Field(
+        "latest", description="slots missed while down: run the latest once, or skip them"
+    )
 
     @model_validator(mode="after")
-    def _offset_rule(self) -> FrequencySpec:
-        if self.offset >= self.period:
-            raise ValueError("offset must be less than the period")
+    def _schedule_rule(self) -> FrequencySpec:
+        if self.cron is None:
+            if self.period is None:
+                raise ValueError("a frequency needs a period (seconds) or a cron expression")
+            if self.offset >= self.period:
+                raise ValueError("offset must be less than the period")
+            if self.timezone != "UTC":
+                raise ValueError("period frequencies are aligned to UTC; use cron for a local time zone")
+        elif self.period is not None or self.offset:
+            raise ValueError("a frequency has either a cron expression or a period and offset")
         return self
 
 

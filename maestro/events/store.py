@@ -31,6 +31,7 @@ ANY_VERSION = -2
 """Expected version: append whatever the stream's version."""
 
 NOTIFY_CHANNEL = "maestro_events"
+NOTIFY_INTERVAL = 0.005  # seconds between NOTIFYs to other processes, at most
 # Appends hold this advisory lock in shared mode so that rebuilding an inline projection (which
 # takes it exclusively) sees a log that does not move under it.
 INLINE_PROJECTION_LOCK = 7283002
@@ -94,6 +95,7 @@ class EventStore:
         self._notify_pending = asyncio.Event()
         self._notifier_task: asyncio.Task[None] | None = None
         self._listener_conn: asyncpg.Connection | None = None
+        self._listener_task: asyncio.Task[None] | None = None
         self._closed = False
 
     # ---------------------------------------------------------------- configuration
@@ -350,15 +352,25 @@ class EventStore:
     async def _ensure_listener(self) -> None:
         if self._listen_dsn is None or self._listener_conn is not None or self._closed:
             return
+        if self._listener_task is None:
+            # One connect at a time, owned by the store (not by whichever subscriber asked), so
+            # that close() can always find and close it, even mid-connect.
+            self._listener_task = asyncio.get_running_loop().create_task(self._connect_listener())
+        await asyncio.shield(self._listener_task)
+
+    async def _connect_listener(self) -> None:
         try:
             conn = await asyncpg.connect(self._listen_dsn)
             await conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
             conn.add_termination_listener(self._on_listener_lost)
+            if self._closed:
+                await conn.close()
+                return
             self._listener_conn = conn
         except (OSError, asyncpg.PostgresError) as exc:
             log.warning("event listener unavailable, polling only", extra={"error": str(exc)})
-        if self._notifier_task is None:
-            self._notifier_task = asyncio.get_running_loop().create_task(self._notify_loop())
+        finally:
+            self._listener_task = None
 
     def _on_notify(self, *_args: Any) -> None:
         self._wake_local()
@@ -372,7 +384,9 @@ class EventStore:
 
         NOTIFY inside the append's transaction would take PostgreSQL's global notify lock at
         every commit and serialize writers; sending it afterwards costs a reader at most one
-        round trip of latency.
+        round trip of latency. Under load, at most one NOTIFY per ``NOTIFY_INTERVAL``: each is a
+        transaction of its own, and on two cores a NOTIFY per append cost a third of the append
+        rate (docs/benchmarks.md).
         """
         while not self._closed:
             await self._notify_pending.wait()
@@ -382,9 +396,13 @@ class EventStore:
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("NOTIFY failed; readers will poll", extra={"error": str(exc)})
                 await asyncio.sleep(self.poll_interval)
+            await asyncio.sleep(NOTIFY_INTERVAL)
 
     async def close(self) -> None:
         self._closed = True
+        if self._listener_task is not None:
+            with contextlib.suppress(Exception):
+                await self._listener_task
         if self._notifier_task is not None:
             self._notifier_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -35,6 +35,7 @@ from maestro.events.model import Event, Metadata, RecordedEvent
 from maestro.events.store import NO_STREAM, EventStore
 from maestro.handlers.dependencies import DependencyState, Entry
 from maestro.projections.catalog import apply_table_event
+from maestro.scheduling import Schedule
 from maestro.validation import validated
 
 TABLE_EVENTS = ("TableCreated", "TableQueryChanged", "TableSettingsChanged", "TableDeleted", "TableRestored")
@@ -293,6 +294,7 @@ class CatalogService:
 
     # ------------------------------------------------------------------ frequencies and datasets
     async def create_frequency(self, spec: FrequencySpec, actor: Metadata) -> str:
+        Schedule.from_spec(spec)  # a bad cron expression is refused here, not at the first tick
         frequency_id = new_id()
         await self.store.append(
             f"frequency-{frequency_id}", NO_STREAM, [FrequencyCreated(frequency_id=frequency_id, spec=spec)], actor
@@ -307,6 +309,7 @@ class CatalogService:
             raise NotFound(f"no frequency {frequency_id!r}")
         current = orjson.loads(row["spec"])
         spec = validated(FrequencySpec, {**current, **changes})
+        Schedule.from_spec(spec)
         diff = {k: v for k, v in spec.model_dump().items() if current.get(k) != v}
         if diff:
             await self.store.append(

@@ -104,7 +104,8 @@ class DependencyState:
         graph = state.graph
         if new is None:
             graph.remove_node(table_id)
-        for tid in sorted(affected):
+        # The changed table last: a cycle it closes is then reported starting from it.
+        for tid in [*sorted(affected - {table_id}), *sorted(affected & {table_id})]:
             parents, _ = state.resolve(state.entries[tid])
             try:
                 graph.set_parents(tid, parents)

@@ -270,7 +270,10 @@ class FrequencyPatch(BaseModel):
     name: str | None = Field(None, min_length=1, max_length=200)
     period: int | None = Field(None, gt=0)
     offset: int | None = None
+    cron: str | None = None
+    timezone: str | None = None
     active: bool | None = None
+    missed: Literal["latest", "skip"] | None = None
 
 
 async def list_frequencies(request: web.Request) -> web.Response:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from maestro.projections.base import Projection
 from maestro.projections.catalog import CatalogProjection
+from maestro.projections.costs import CostsProjection
+from maestro.projections.runs import RunsProjection
 from maestro.projections.streams import StreamsProjection
 from maestro.projections.tokens import TokensProjection
 
 
 def all_projections() -> list[Projection]:
-    return [CatalogProjection(), TokensProjection(), StreamsProjection()]
+    return [CatalogProjection(), TokensProjection(), RunsProjection(), StreamsProjection(), CostsProjection()]

@@ -77,7 +77,7 @@ def test_references(case: dict[str, Any]) -> None:
 @pytest.mark.parametrize(
     ("sql", "line", "column"),
     [
-        ("SELECT a,\n  b\nFROM ds.t\nWHERE (a = 1", 4, 12),  # the ')' never comes: at the last token
+        ("SELECT a,\n  b\nFROM ds.t\nWHERE (a = 1", 4, 12),  # no ')': at the last token
         ("SELECT *\nFROM ds.t\nWHERE a = = 1", 3, 11),
         ("SELECT 1;\nSELECT *\n  FROM ds.t\n  JOIN ON x", 4, 8),
         ("SELECT 'abc\nFROM ds.t", 1, 8),  # unterminated string: where it opens
@@ -161,7 +161,10 @@ def test_analysis_is_immutable() -> None:
 def test_analysis_reports_what_it_cannot_see() -> None:
     analysis = analyze("CALL ops.refresh(1); EXECUTE IMMEDIATE FORMAT('SELECT * FROM %s', t)")
     assert analysis.references == frozenset()
-    assert analysis.opaque == ("CALL ops.refresh(1)", "EXECUTE IMMEDIATE FORMAT('SELECT * FROM %s', t)")
+    assert analysis.opaque == (
+        "CALL ops.refresh(1)",
+        "EXECUTE IMMEDIATE FORMAT('SELECT * FROM %s', t)",
+    )
     assert analysis.statement_count == 2
 
 
@@ -215,7 +218,10 @@ ORDERS = {
 
 
 def test_output_columns_expand_stars_with_schemas() -> None:
-    sql = "SELECT o.*, c.Name AS customer, net + tax FROM shop.orders o JOIN shop.customers c ON c.id = o.CustomerId"
+    sql = """
+        SELECT o.*, c.Name AS customer, net + tax
+        FROM shop.orders o JOIN shop.customers c ON c.id = o.CustomerId
+    """
     assert output_columns(sql, default_project="acme", schemas=ORDERS) == [
         "id",
         "CustomerId",
@@ -231,7 +237,8 @@ def test_output_columns_keep_a_star_over_an_unknown_schema() -> None:
 
 
 def test_output_columns_of_a_set_operation_and_a_ctas() -> None:
-    assert output_columns("SELECT a, b AS B2 FROM ds.x UNION ALL SELECT c, d FROM ds.y") == ["a", "B2"]
+    union = "SELECT a, b AS B2 FROM ds.x UNION ALL SELECT c, d FROM ds.y"
+    assert output_columns(union) == ["a", "B2"]
     assert output_columns("CREATE TABLE ds.t AS SELECT 1 AS n, 'x' AS s") == ["n", "s"]
 
 
@@ -266,7 +273,7 @@ def test_lineage_through_a_join_with_schemas() -> None:
 
 
 def test_lineage_resolves_unqualified_join_columns_only_with_schemas() -> None:
-    sql = "SELECT Name, net FROM shop.orders JOIN shop.customers ON customers.id = orders.CustomerId"
+    sql = "SELECT Name, net FROM shop.orders JOIN shop.customers ON customers.id = CustomerId"
     assert column_lineage(sql, "name", default_project="acme", schemas=ORDERS) == _sources(
         "acme.shop.customers.Name"
     )
@@ -279,7 +286,8 @@ def test_lineage_through_ctes_and_subqueries_without_schemas() -> None:
           SELECT DATE(p.created_at) AS day, p.amount * fx.rate AS amount_usd
           FROM `Acme.shop.Payments` AS p JOIN finance.fx AS fx ON fx.currency = p.currency
         )
-        SELECT day, (SELECT MAX(l.limit_usd) FROM finance.limits AS l) AS cap, SUM(amount_usd) AS usd
+        SELECT day, SUM(amount_usd) AS usd,
+               (SELECT MAX(l.limit_usd) FROM finance.limits AS l) AS cap
         FROM daily GROUP BY day
     """
     assert column_lineage(sql, "usd") == _sources(

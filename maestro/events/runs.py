@@ -1,0 +1,147 @@
+"""Runs and BigQuery jobs.
+
+A run is a stream (``run-<run id>``; a scheduled run's id derives from its frequency and slot, so
+two schedulers that decide the same slot collide on the stream instead of running twice). Each
+BigQuery job is a stream of its own (``job-<job id>``) whose first event, ``JobPlanned``, records
+the deterministic BigQuery job id *before* anything is sent: a restart re-attaches to it or
+submits it under that id, never a second time under another.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from maestro.events.model import Event
+
+JobKind = Literal["query", "extract", "load"]
+RunTrigger = Literal["schedule", "manual", "table", "retry"]
+RunStatus = Literal["succeeded", "failed", "cancelled"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class JobConfig(_Model):
+    """A snapshot of what a job runs: later edits of the table do not change a planned run."""
+
+    kind: JobKind = "query"
+    project: str
+    query: str = ""
+    legacy_sql: bool = False
+    destination: str = ""  # project.dataset.table
+    write_disposition: Literal["WRITE_TRUNCATE", "WRITE_APPEND", "WRITE_EMPTY"] = "WRITE_TRUNCATE"
+    partitioning: dict[str, Any] | None = None
+    clustering: list[str] = []
+    maximum_bytes_billed: int | None = None
+    labels: dict[str, str] = {}
+    # extract jobs
+    source: str = ""
+    destination_uris: list[str] = []
+    format: str = ""
+    compression: str = ""
+    # which retry policy applies
+    max_attempts: int = Field(3, ge=1, le=20)
+
+
+class PlannedTable(_Model):
+    table_id: str
+    name: str  # dataset.name, for humans and logs
+    priority: int  # number of descendants in the catalog (the original's rule)
+    parents: list[str]  # table ids within this run
+    config: JobConfig
+    extract: dict[str, Any] | None = None  # extract settings when the table extracts after success
+    owner_id: str | None = None
+    group_id: str | None = None
+
+
+class RunPlanned(Event):
+    run_id: str
+    frequency_id: str | None = None
+    slot: dt.datetime | None = None
+    trigger: RunTrigger
+    tables: list[PlannedTable]
+    skipped: dict[str, str] = {}  # table id -> why it is not in the run
+    workers: int | None = None  # per-run concurrency limit
+
+
+class RunCancelRequested(Event):
+    run_id: str
+    reason: str = ""
+
+
+class RunRetryRequested(Event):
+    """Re-run what failed or never ran; what succeeded stays done."""
+
+    run_id: str
+    tables: list[str]
+
+
+class RunFinished(Event):
+    run_id: str
+    status: RunStatus
+    counts: dict[str, int] = {}
+
+
+class JobStatistics(_Model):
+    total_bytes_processed: int = 0
+    total_bytes_billed: int = 0
+    total_slot_ms: int = 0
+    cache_hit: bool = False
+    created: dt.datetime | None = None
+    started: dt.datetime | None = None
+    ended: dt.datetime | None = None
+    destination_uri_file_counts: list[int] = []
+
+
+class JobPlanned(Event):
+    job_id: str  # the BigQuery job id, deterministic
+    run_id: str | None
+    table_id: str
+    attempt: int = 1
+    config: JobConfig
+    owner_id: str | None = None
+    group_id: str | None = None
+
+
+class JobSubmitted(Event):
+    job_id: str
+    adopted: bool = False  # BigQuery already had it (409): we re-attached instead of resubmitting
+    location: str | None = None
+
+
+class JobSucceeded(Event):
+    job_id: str
+    run_id: str | None
+    table_id: str
+    statistics: JobStatistics
+    destination_uris: list[str] = []  # extract jobs: the files written
+
+
+class JobFailed(Event):
+    job_id: str
+    run_id: str | None
+    table_id: str
+    reason: str
+    message: str
+    retryable: bool
+    statistics: JobStatistics | None = None
+
+
+class JobCancelled(Event):
+    job_id: str
+    run_id: str | None
+    table_id: str
+
+
+class JobSkipped(Event):
+    """A planned table that will not run: a parent failed, or the table was deleted."""
+
+    job_id: str
+    run_id: str | None
+    table_id: str
+    reason: Literal["upstream_failed", "table_deleted", "cancelled"]
+    detail: str = ""

@@ -1,0 +1,299 @@
+"""The runs API: start, watch (JSON and Server-Sent Events), retry, cancel; job history; costs."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from typing import Any, Literal
+
+import orjson
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
+
+from maestro.errors import ConfigurationError, NotFound, ValidationFailed
+from maestro.http.auth import principal
+from maestro.http.keys import RUNTIME
+from maestro.http.routing import Route, register, routes
+from maestro.http.validation import parse_body, parse_query
+
+RUN_EVENT_TYPES = [
+    "RunPlanned", "RunCancelRequested", "RunRetryRequested", "RunFinished",
+    "JobPlanned", "JobSubmitted", "JobSucceeded", "JobFailed", "JobCancelled", "JobSkipped",
+]
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+class RunListQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    status: Literal["running", "succeeded", "failed", "cancelled"] | None = None
+    frequency: str | None = None
+    offset: int = Field(0, ge=0)
+    limit: int = Field(50, ge=1, le=500)
+
+
+class StartRunBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    frequency_id: str = Field(min_length=1)
+    workers: int | None = Field(None, ge=1, le=1000)
+
+
+class RunTableBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    descendants: bool = Field(False, description="also run every table downstream of it")
+
+
+class PageQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    offset: int = Field(0, ge=0)
+    limit: int = Field(20, ge=1, le=500)
+
+
+class CostQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    by: Literal["user", "group", "table", "run", "day"] = "table"
+    from_: dt.date | None = Field(None, alias="from")
+    to: dt.date | None = None
+
+
+def _run_row(r: Any) -> dict[str, Any]:
+    return {
+        "id": r["run_id"],
+        "frequency_id": r["frequency_id"],
+        "slot": _iso(r["slot"]),
+        "trigger": r["trigger"],
+        "status": r["status"],
+        "planned_at": _iso(r["planned_at"]),
+        "planned_by": r["planned_by"],
+        "finished_at": _iso(r["finished_at"]),
+        "cancel_requested": r["cancel_requested"],
+        "counts": orjson.loads(r["counts"]),
+    }
+
+
+_RUN_COLUMNS = (
+    "run_id, frequency_id, slot, trigger, status, planned_at, planned_by, finished_at, "
+    "cancel_requested, counts::text"
+)
+
+
+async def list_runs(request: web.Request) -> web.Response:
+    q = parse_query(RunListQuery, request)
+    rows = await request.app[RUNTIME].pool.fetch(
+        f"SELECT {_RUN_COLUMNS}, count(*) OVER () AS total FROM runs "
+        "WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR frequency_id = $2) "
+        "ORDER BY planned_at DESC, run_id OFFSET $3 LIMIT $4",
+        q.status, q.frequency, q.offset, q.limit,
+    )
+    return _json({"runs": [_run_row(r) for r in rows], "total": rows[0]["total"] if rows else 0})
+
+
+async def get_run(request: web.Request) -> web.Response:
+    run_id = request.match_info["run_id"]
+    pool = request.app[RUNTIME].pool
+    row = await pool.fetchrow(f"SELECT {_RUN_COLUMNS}, skipped::text FROM runs WHERE run_id = $1", run_id)
+    if row is None:
+        raise NotFound(f"no run {run_id!r}")
+    tables = await pool.fetch(
+        "SELECT table_id, name, priority, parents, state, job_id, attempt, error, updated_at "
+        "FROM run_tables WHERE run_id = $1 ORDER BY priority DESC, name",
+        run_id,
+    )
+    return _json(
+        {
+            **_run_row(row),
+            "skipped": orjson.loads(row["skipped"]),
+            "tables": [
+                {
+                    "table_id": t["table_id"], "name": t["name"], "priority": t["priority"],
+                    "state": t["state"], "job_id": t["job_id"], "attempt": t["attempt"],
+                    "error": t["error"], "updated_at": _iso(t["updated_at"]),
+                }
+                for t in tables
+            ],
+            "graph": {"edges": [{"parent": p, "child": t["table_id"]} for t in tables for p in t["parents"]]},
+        }
+    )
+
+
+async def start_run(request: web.Request) -> web.Response:
+    body = await parse_body(StartRunBody, request)
+    runtime = request.app[RUNTIME]
+    run_id, _ = await runtime.runs.plan_frequency(
+        body.frequency_id, slot=None, trigger="manual", actor=principal(request).metadata(), workers=body.workers
+    )
+    return _json({"id": run_id}, status=201)
+
+
+async def run_table(request: web.Request) -> web.Response:
+    body = await parse_body(RunTableBody, request)
+    run_id = await request.app[RUNTIME].runs.plan_table(
+        request.match_info["table_id"], descendants=body.descendants, actor=principal(request).metadata()
+    )
+    return _json({"id": run_id}, status=201)
+
+
+async def retry_run(request: web.Request) -> web.Response:
+    tables = await request.app[RUNTIME].runs.retry(request.match_info["run_id"], principal(request).metadata())
+    return _json({"id": request.match_info["run_id"], "retrying": tables})
+
+
+async def cancel_run(request: web.Request) -> web.Response:
+    await request.app[RUNTIME].runs.cancel(request.match_info["run_id"], principal(request).metadata())
+    return _json({"id": request.match_info["run_id"], "cancel_requested": True}, status=202)
+
+
+async def run_events(request: web.Request) -> web.StreamResponse:
+    """State changes of one run as Server-Sent Events, from the start (or Last-Event-ID)."""
+    run_id = request.match_info["run_id"]
+    runtime = request.app[RUNTIME]
+    start = await runtime.pool.fetchval(
+        "SELECT min(position) - 1 FROM events WHERE stream_id = $1", f"run-{run_id}"
+    )
+    if start is None:
+        raise NotFound(f"no run {run_id!r}")
+    last = request.headers.get("Last-Event-ID")
+    if last is not None and last.isdigit():
+        start = max(start, int(last))
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+    await response.prepare(request)
+    async for event in runtime.store.subscribe(start, types=RUN_EVENT_TYPES):
+        if getattr(event.event, "run_id", None) != run_id:
+            continue
+        data = {"type": event.type, "stream_id": event.stream_id, "at": event.occurred_at.isoformat(),
+                **event.event.model_dump(mode="json", exclude={"tables"} if event.type == "RunPlanned" else None)}
+        await response.write(
+            f"id: {event.position}\nevent: {event.type}\ndata: {orjson.dumps(data).decode()}\n\n".encode()
+        )
+        if event.type == "RunFinished":
+            break
+    await response.write_eof()
+    return response
+
+
+async def table_jobs(request: web.Request) -> web.Response:
+    q = parse_query(PageQuery, request)
+    table_id = request.match_info["table_id"]
+    pool = request.app[RUNTIME].pool
+    await request.app[RUNTIME].catalog.get_table(table_id)  # 404 for an unknown table
+    rows = await pool.fetch(
+        "SELECT job_id, run_id, attempt, kind, state, adopted, planned_at, submitted_at, finished_at, "
+        "statistics::text, destination_uris::text, error, reason, count(*) OVER () AS total "
+        "FROM jobs WHERE table_id = $1 ORDER BY planned_at DESC, job_id OFFSET $2 LIMIT $3",
+        table_id, q.offset, q.limit,
+    )
+    jobs = [
+        {
+            "job_id": r["job_id"], "run_id": r["run_id"], "attempt": r["attempt"], "kind": r["kind"],
+            "state": r["state"], "adopted": r["adopted"], "planned_at": _iso(r["planned_at"]),
+            "submitted_at": _iso(r["submitted_at"]), "finished_at": _iso(r["finished_at"]),
+            "statistics": orjson.loads(r["statistics"]) if r["statistics"] else None,
+            "files": orjson.loads(r["destination_uris"]), "error": r["error"], "reason": r["reason"],
+        }
+        for r in rows
+    ]
+    return _json({"jobs": jobs, "total": rows[0]["total"] if rows else 0, "offset": q.offset, "limit": q.limit})
+
+
+_COST_KEYS = {"user": "owner_id", "group": "group_id", "table": "table_id", "run": "run_id", "day": "day::text"}
+
+
+async def costs(request: web.Request) -> web.Response:
+    q = parse_query(CostQuery, request)
+    if q.from_ and q.to and q.from_ > q.to:
+        raise ValidationFailed("from: must not be after to")
+    runtime = request.app[RUNTIME]
+    key = _COST_KEYS[q.by]
+    rows = await runtime.pool.fetch(
+        f"SELECT {key} AS key, sum(bytes_billed)::bigint AS bytes_billed, "
+        "sum(bytes_processed)::bigint AS bytes_processed, sum(slot_ms)::bigint AS slot_ms, count(*) AS jobs "
+        "FROM cost_jobs WHERE day IS NOT NULL AND ($1::date IS NULL OR day >= $1) "
+        "AND ($2::date IS NULL OR day <= $2) GROUP BY 1 ORDER BY 2 DESC, 1",
+        q.from_, q.to,
+    )
+    price = runtime.settings.price_per_tib
+    items = [
+        {
+            q.by: r["key"], "bytes_billed": r["bytes_billed"], "bytes_processed": r["bytes_processed"],
+            "slot_ms": r["slot_ms"], "jobs": r["jobs"], "usd": round(r["bytes_billed"] / 2**40 * price, 6),
+        }
+        for r in rows
+    ]
+    total = sum(i["bytes_billed"] for i in items)
+    return _json(
+        {
+            "by": q.by, "price_per_tib": price, "items": items,
+            "total": {"bytes_billed": total, "slot_ms": sum(i["slot_ms"] for i in items),
+                      "usd": round(total / 2**40 * price, 6)},
+        }
+    )
+
+
+def _bigquery(request: web.Request):
+    bq = request.app[RUNTIME].bigquery
+    if bq is None:
+        raise ConfigurationError("BigQuery is not available in this process")
+    return bq
+
+
+async def dry_run(request: web.Request) -> web.Response:
+    runtime = request.app[RUNTIME]
+    view = await runtime.catalog.get_table(request.match_info["table_id"])
+    if view.spec["kind"] != "summary":
+        raise ValidationFailed(f"a dry run needs a query; this is a {view.spec['kind']} table")
+    result = await _bigquery(request).dry_run(view.spec["query"], legacy_sql=view.spec["legacy_sql"])
+    return _json(_estimate(result, runtime.settings.price_per_tib))
+
+
+def _estimate(result: Any, price: float) -> dict[str, Any]:
+    return {
+        "valid": result.valid,
+        "bytes_processed": result.bytes_processed,
+        "usd": round(result.bytes_processed / 2**40 * price, 6),
+        "error": {"reason": result.error.reason, "message": result.error.message} if result.error else None,
+    }
+
+
+async def frequency_plan(request: web.Request) -> web.Response:
+    """What the frequency's next run would do: tables, order, and the total estimate."""
+    runtime = request.app[RUNTIME]
+    frequency_id = request.match_info["frequency_id"]
+    preview = await runtime.runs.preview(frequency_id)
+    bq = _bigquery(request)
+    estimates = await asyncio.gather(
+        *(bq.dry_run(t["query"], legacy_sql=t["legacy_sql"]) for t in preview["tables"])
+    )
+    price = runtime.settings.price_per_tib
+    tables = []
+    for t, est in zip(preview["tables"], estimates, strict=True):
+        tables.append({k: v for k, v in t.items() if k not in ("query", "legacy_sql")} | {"estimate": _estimate(est, price)})
+    total = sum(e.bytes_processed for e in estimates)
+    return _json(
+        {**{k: v for k, v in preview.items() if k != "tables"}, "tables": tables,
+         "total": {"bytes_processed": total, "usd": round(total / 2**40 * price, 6)}}
+    )
+
+
+ROUTES = routes(
+    Route("GET", "/api/v1/runs", list_runs, "Runs, newest first", query=RunListQuery, tag="runs"),
+    Route("POST", "/api/v1/runs", start_run, "Start a frequency's run now", rule="admin", body=StartRunBody, status=201, tag="runs"),
+    Route("GET", "/api/v1/runs/{run_id}", get_run, "A run with each table's state and the run's graph", tag="runs"),
+    Route("GET", "/api/v1/runs/{run_id}/events", run_events, "The run's state changes as Server-Sent Events", tag="runs"),
+    Route("POST", "/api/v1/runs/{run_id}/retry", retry_run, "Re-run what failed or never ran", rule="admin", tag="runs"),
+    Route("POST", "/api/v1/runs/{run_id}/cancel", cancel_run, "Cancel a run and its BigQuery jobs", rule="admin", status=202, tag="runs"),
+    Route("POST", "/api/v1/tables/{table_id}/run", run_table, "Run one table now (optionally with its descendants)", rule="write", body=RunTableBody, status=201, tag="runs"),
+    Route("GET", "/api/v1/tables/{table_id}/jobs", table_jobs, "The table's BigQuery jobs, newest first", query=PageQuery, tag="runs"),
+    Route("POST", "/api/v1/tables/{table_id}/dry-run", dry_run, "Validity, bytes and price estimate", rule="write", tag="runs"),
+    Route("GET", "/api/v1/frequencies/{frequency_id}/plan", frequency_plan, "The next run's tables, order and estimate", tag="runs"),
+    Route("GET", "/api/v1/costs", costs, "Bytes, slot-ms and USD by user, group, table, run or day", query=CostQuery, tag="costs"),
+)
+
+
+def add_routes(app: web.Application) -> None:
+    register(app, ROUTES)

@@ -1,0 +1,148 @@
+"""Runs and jobs (inline): the runner's memory across restarts, and what the API shows."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import orjson
+
+from maestro.events.model import RecordedEvent
+from maestro.events.runs import (
+    JobCancelled,
+    JobFailed,
+    JobPlanned,
+    JobSkipped,
+    JobSubmitted,
+    JobSucceeded,
+    RunCancelRequested,
+    RunFinished,
+    RunPlanned,
+    RunRetryRequested,
+)
+from maestro.events.store import Connection
+from maestro.projections.base import Projection
+
+TERMINAL_TABLE_STATES = ("succeeded", "failed", "skipped", "cancelled")
+
+
+class RunsProjection(Projection):
+    name = "runs"
+    mode = "inline"
+    event_types = frozenset(
+        {
+            "RunPlanned", "RunCancelRequested", "RunRetryRequested", "RunFinished",
+            "JobPlanned", "JobSubmitted", "JobSucceeded", "JobFailed", "JobCancelled", "JobSkipped",
+        }
+    )
+    tables = ("run_tables", "jobs", "runs")
+
+    async def reset(self, conn: Connection) -> None:
+        await conn.execute("TRUNCATE run_tables, jobs, runs")
+
+    async def apply(self, conn: Connection, events: Sequence[RecordedEvent]) -> None:
+        for r in events:
+            e = r.event
+            at = r.occurred_at
+            if isinstance(e, RunPlanned):
+                await conn.execute(
+                    "INSERT INTO runs (run_id, frequency_id, slot, trigger, status, workers, planned_at, "
+                    "planned_by, skipped) VALUES ($1, $2, $3, $4, 'running', $5, $6, $7, $8::jsonb)",
+                    e.run_id, e.frequency_id, e.slot, e.trigger, e.workers, at, r.metadata.actor,
+                    orjson.dumps(e.skipped).decode(),
+                )
+                if e.tables:
+                    await conn.executemany(
+                        "INSERT INTO run_tables (run_id, table_id, name, priority, parents, config, extract, "
+                        "owner_id, group_id, state, updated_at) "
+                        "VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb, $8, $9, 'pending', $10)",
+                        [
+                            (
+                                e.run_id, t.table_id, t.name, t.priority, t.parents,
+                                t.config.model_dump_json(),
+                                orjson.dumps(t.extract).decode() if t.extract is not None else None,
+                                t.owner_id, t.group_id, at,
+                            )
+                            for t in e.tables
+                        ],
+                    )
+            elif isinstance(e, RunCancelRequested):
+                await conn.execute("UPDATE runs SET cancel_requested = true WHERE run_id = $1", e.run_id)
+            elif isinstance(e, RunRetryRequested):
+                await conn.execute(
+                    "UPDATE runs SET status = 'running', finished_at = NULL, cancel_requested = false "
+                    "WHERE run_id = $1",
+                    e.run_id,
+                )
+                await conn.execute(
+                    "UPDATE run_tables SET state = 'pending', error = NULL, updated_at = $3 "
+                    "WHERE run_id = $1 AND table_id = ANY($2)",
+                    e.run_id, e.tables, at,
+                )
+            elif isinstance(e, RunFinished):
+                await conn.execute(
+                    "UPDATE runs SET status = $2, finished_at = $3, counts = $4::jsonb WHERE run_id = $1",
+                    e.run_id, e.status, at, orjson.dumps(e.counts).decode(),
+                )
+            elif isinstance(e, JobPlanned):
+                await conn.execute(
+                    "INSERT INTO jobs (job_id, run_id, table_id, attempt, kind, state, config, owner_id, "
+                    "group_id, planned_at) VALUES ($1, $2, $3, $4, $5, 'planned', $6::jsonb, $7, $8, $9)",
+                    e.job_id, e.run_id, e.table_id, e.attempt, e.config.kind,
+                    e.config.model_dump_json(), e.owner_id, e.group_id, at,
+                )
+                if e.run_id is not None:
+                    state = "planned" if e.config.kind == "query" else "extracting"
+                    await conn.execute(
+                        "UPDATE run_tables SET state = $3, job_id = $4, attempt = $5, error = NULL, "
+                        "updated_at = $6 WHERE run_id = $1 AND table_id = $2",
+                        e.run_id, e.table_id, state, e.job_id, e.attempt, at,
+                    )
+            elif isinstance(e, JobSubmitted):
+                row = await conn.fetchrow(
+                    "UPDATE jobs SET state = 'submitted', submitted_at = $2, adopted = $3 WHERE job_id = $1 "
+                    "RETURNING run_id, table_id, kind",
+                    e.job_id, at, e.adopted,
+                )
+                if row is not None and row["run_id"] is not None and row["kind"] == "query":
+                    await self._table_state(conn, row["run_id"], row["table_id"], "running", None, at)
+            elif isinstance(e, JobSucceeded):
+                kind = await conn.fetchval(
+                    "UPDATE jobs SET state = 'succeeded', finished_at = $2, statistics = $3::jsonb, "
+                    "destination_uris = $4::jsonb WHERE job_id = $1 RETURNING kind",
+                    e.job_id, at, e.statistics.model_dump_json(), orjson.dumps(e.destination_uris).decode(),
+                )
+                if e.run_id is not None:
+                    has_extract = await conn.fetchval(
+                        "SELECT extract IS NOT NULL FROM run_tables WHERE run_id = $1 AND table_id = $2",
+                        e.run_id, e.table_id,
+                    )
+                    done = kind != "query" or not has_extract
+                    await self._table_state(
+                        conn, e.run_id, e.table_id, "succeeded" if done else "extracting", None, at
+                    )
+            elif isinstance(e, JobFailed):
+                await conn.execute(
+                    "UPDATE jobs SET state = 'failed', finished_at = $2, error = $3, reason = $4, "
+                    "statistics = $5::jsonb, retryable = $6 WHERE job_id = $1",
+                    e.job_id, at, e.message, e.reason,
+                    e.statistics.model_dump_json() if e.statistics else None, e.retryable,
+                )
+                if e.run_id is not None:
+                    await self._table_state(conn, e.run_id, e.table_id, "failed", e.message, at)
+            elif isinstance(e, JobCancelled):
+                await conn.execute(
+                    "UPDATE jobs SET state = 'cancelled', finished_at = $2 WHERE job_id = $1", e.job_id, at
+                )
+                if e.run_id is not None:
+                    await self._table_state(conn, e.run_id, e.table_id, "cancelled", None, at)
+            elif isinstance(e, JobSkipped):
+                if e.run_id is not None:
+                    detail = f"{e.reason}: {e.detail}" if e.detail else e.reason
+                    await self._table_state(conn, e.run_id, e.table_id, "skipped", detail, at)
+
+    @staticmethod
+    async def _table_state(conn: Connection, run_id: str, table_id: str, state: str, error: str | None, at) -> None:
+        await conn.execute(
+            "UPDATE run_tables SET state = $3, error = $4, updated_at = $5 WHERE run_id = $1 AND table_id = $2",
+            run_id, table_id, state, error, at,
+        )
