@@ -31,9 +31,11 @@ test: setup localstack
 test-fast: setup localstack
 	$(BIN)/pytest -m "not slow"
 
-bench: setup
+bench: setup localstack
 	$(BIN)/python -m bench.bench_store
+	$(BIN)/python -m bench.bench_catalog
 	$(BIN)/python bench/bench_graph.py
+	$(BIN)/python -m bench.bench_scheduler
 
 # Regenerate sql/schema.sql from the numbered migrations (tests fail until it matches).
 schema: setup

@@ -208,5 +208,11 @@ def token_create(
     click.echo(f"token {token_id} for {user_id} ({'admin' if admin else 'user'}); store it now, it is not kept", err=True)
 
 
+from maestro.cli_catalog import apply_command, export_command  # noqa: E402
+
+for _command in (apply_command, export_command):
+    main.add_command(_command)
+
+
 if __name__ == "__main__":
     main()

@@ -16,6 +16,7 @@ import asyncpg
 from maestro.adapters import embedded_pg, postgres
 from maestro.events.store import EventStore
 from maestro.handlers.catalog import CatalogService
+from maestro.handlers.runs import RunService
 from maestro.handlers.tokens import TokenService
 from maestro.projections import Projection, ProjectionRunner
 from maestro.projections.registry import all_projections
@@ -35,10 +36,15 @@ class Runtime:
     projections: ProjectionRunner
     catalog: CatalogService
     tokens: TokenService
+    runs: RunService
     embedded: embedded_pg.EmbeddedPostgres | None = None
     started: dict[str, Any] = field(default_factory=dict)
+    bigquery: Any = None  # maestro.adapters.bigquery.BigQueryJobs once services run
+    services: Any = None  # maestro.services.Services
 
     async def close(self) -> None:
+        if self.services is not None:
+            await self.services.close()
         await self.projections.stop()
         await self.store.close()
         await self.pool.close()
@@ -94,7 +100,8 @@ async def open_runtime(
         if server is not None:
             server.stop()
         raise
-    runtime = Runtime(settings, dsn, pool, store, runner, catalog, tokens, server)
+    runs = RunService(store, catalog, settings.google_project or settings.project)
+    runtime = Runtime(settings, dsn, pool, store, runner, catalog, tokens, runs, server)
     runtime.started = {
         "database_ready_s": round(t1 - t0, 3),
         "migrated_s": round(t2 - t1, 3),

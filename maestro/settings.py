@@ -30,6 +30,19 @@ class Settings(BaseSettings):
         default="maestro-local",
         description="Google Cloud project: the default project of table names and BigQuery jobs",
     )
+    google_project: str | None = Field(
+        default=None, description="run against Google Cloud in this project; none: the local stack"
+    )
+    google_credentials_file: Path | None = Field(
+        default=None, description="service-account JSON (signs extract URLs); none: application default"
+    )
+    bigquery_location: str | None = None
+    gcs_bucket: str = Field(default="maestro-local", description="extracts are written here")
+    local_stack: bool = Field(default=True, description="start local BigQuery/GCS without a project")
+    workers: int = Field(default=16, ge=1, description="BigQuery jobs in flight, at most")
+    price_per_tib: float = Field(default=6.25, ge=0, description="USD per TiB billed (on-demand)")
+    scheduler_tick: float = Field(default=1.0, gt=0, description="seconds between scheduler ticks")
+    signed_url_lifetime: int = Field(default=4 * 3600, gt=0, le=7 * 86400, description="seconds")
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -26,7 +26,9 @@ from maestro.events.store import EventStore
 if TYPE_CHECKING:
     from aiohttp.test_utils import TestClient
 
+    from maestro.adapters.localstack import LocalStack
     from maestro.runtime import Runtime
+    from maestro.services import Services
 
 TEMPLATE = f"maestro_tpl_{os.getpid()}"
 
@@ -142,7 +144,7 @@ async def runtime(dsn: str, tmp_path: Path) -> AsyncIterator["Runtime"]:
     from maestro.runtime import open_runtime
     from maestro.settings import Settings
 
-    settings = Settings(database_url=dsn, data_dir=tmp_path / "data", poll_interval=0.2)
+    settings = Settings(database_url=dsn, data_dir=tmp_path / "data", poll_interval=0.2, scheduler_tick=0.2)
     rt = await open_runtime(settings)
     try:
         yield rt
@@ -173,3 +175,32 @@ async def anon_client(runtime: "Runtime") -> AsyncIterator["TestClient"]:
     app = create_app(runtime.settings, runtime=runtime)
     async with TestClient(TestServer(app)) as c:
         yield c
+
+
+@pytest.fixture(scope="session")
+def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator["LocalStack"]:
+    """One local BigQuery + GCS for the whole session (starting one takes ~1.5 s)."""
+    from maestro.adapters.localstack import start_local_stack_sync
+
+    stack = start_local_stack_sync(tmp_path_factory.mktemp("localstack"), project="maestro-local")
+    try:
+        yield stack
+    finally:
+        stack.stop_sync()
+
+
+@pytest.fixture
+async def services(runtime: "Runtime", local_stack: "LocalStack") -> AsyncIterator["Services"]:
+    """The runtime with BigQuery, the runner and the scheduler running, on the shared stack."""
+    from maestro.services import start_services
+
+    svc = await start_services(runtime, stack=local_stack)
+    for _ in range(200):
+        if svc.is_leader:
+            break
+        await asyncio.sleep(0.01)
+    try:
+        yield svc
+    finally:
+        await svc.close()
+        runtime.services = None

@@ -112,3 +112,31 @@ async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10) -> asy
 
 def _redact(dsn: str) -> str:
     return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", dsn)
+
+
+class LeaderLock:
+    """Leadership among replicas: a session advisory lock held on a dedicated connection.
+
+    The lock dies with the connection, so a replica that crashes hands leadership over at once;
+    the others retry every ``retry`` seconds.
+    """
+
+    def __init__(self, dsn: str, key: int, *, retry: float = 2.0) -> None:
+        self.dsn = dsn
+        self.key = key
+        self.retry = retry
+        self._conn: asyncpg.Connection | None = None
+
+    async def try_acquire(self) -> bool:
+        try:
+            if self._conn is None or self._conn.is_closed():
+                self._conn = await asyncpg.connect(self.dsn)
+            return bool(await self._conn.fetchval("SELECT pg_try_advisory_lock($1)", self.key))
+        except (OSError, asyncpg.PostgresError) as exc:
+            log.warning("leader lock unavailable", extra={"error": str(exc)})
+            return False
+
+    async def release(self) -> None:
+        if self._conn is not None and not self._conn.is_closed():
+            await self._conn.close()
+        self._conn = None

@@ -109,6 +109,7 @@ class JobPlanned(Event):
 
 class JobSubmitted(Event):
     job_id: str
+    run_id: str | None = None
     adopted: bool = False  # BigQuery already had it (409): we re-attached instead of resubmitting
     location: str | None = None
 

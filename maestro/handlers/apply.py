@@ -165,7 +165,7 @@ def _key_line(text: str, key: str, first_line: int) -> int | None:
     return None
 
 
-def read_table(
+def _read_table(
     dataset: str, name: str, sql_path: Path | None, yaml_path: Path | None,
     default_project: str | None = None,
 ) -> TableSpec:
@@ -246,7 +246,7 @@ def read_folder(path: Path | str, *, default_project: str | None = None) -> list
                 tables.setdefault(file.stem, {})[file.suffix] = file
         for name, files in sorted(tables.items()):
             try:
-                specs.append(read_table(
+                specs.append(_read_table(
                     folder.name, name, files.get(".sql"), files.get(".yaml"), default_project
                 ))
             except _Bad as bad:
@@ -335,6 +335,8 @@ def plan(specs: Iterable[TableSpec], catalog_rows: Iterable[Mapping[str, Any]], 
     wanted = set()
     for spec in sorted(specs, key=lambda s: (s.dataset, s.name)):
         key = (spec.dataset, spec.name)
+        if key in wanted:
+            raise ValidationFailed(f"table {spec.qualified_name} is described twice")
         wanted.add(key)
         row = live.get(key)
         if row is None:

@@ -103,16 +103,27 @@ class CatalogService:
         return Entry(table_id, s.project, s.dataset, s.name, self.refs_of(s))
 
     async def refresh(self) -> None:
-        """Rebuild the in-memory dependency state if the catalog moved (another replica wrote)."""
-        position = await self.pool.fetchval("SELECT coalesce(max(last_position), 0) FROM catalog_tables")
-        if position == self._position:
+        """Rebuild the in-memory dependency state if the catalog moved (another replica wrote).
+
+        The fingerprint is the number of tables and the sum of their versions: every table event
+        raises it, whatever its position, so a write by another replica that commits around ours
+        is never mistaken for ours (comparing positions could be).
+        """
+        fingerprint = await self._fingerprint()
+        if fingerprint == self._position:
             return
         rows = await self.pool.fetch(
             "SELECT table_id, spec::text FROM catalog_tables WHERE NOT deleted"
         )
         entries = [self._entry(r["table_id"], orjson.loads(r["spec"])) for r in rows]
         self.deps = DependencyState.build(entries, self.default_project)
-        self._position = position
+        self._position = fingerprint
+
+    async def _fingerprint(self) -> int:
+        row = await self.pool.fetchrow(
+            "SELECT count(*) AS n, coalesce(sum(version), 0) AS v FROM catalog_tables"
+        )
+        return row["n"] * 2**40 + row["v"]
 
     # ------------------------------------------------------------------ tables: commands
     async def create_table(self, spec: TableSpec, actor: Metadata) -> TableView:
@@ -148,6 +159,9 @@ class CatalogService:
                 )
             merged = changes if replace else {**current.spec, **changes}
             spec = validate_spec(merged)
+            owner = self.deps.by_name.get((spec.dataset, spec.name))
+            if owner is not None and owner != table_id:
+                raise Conflict(f"table {spec.qualified_name} already exists")
             events = self._diff_events(table_id, current.spec, spec.to_payload())
             if not events:
                 return current
@@ -206,8 +220,11 @@ class CatalogService:
         return events
 
     async def _append(self, table_id: str, expected: int, events: Sequence[Event], meta: Metadata) -> None:
-        result = await self.store.append(table_stream(table_id), expected, events, meta)
-        self._position = max(self._position, result.last_position)
+        await self.store.append(table_stream(table_id), expected, events, meta)
+        # Our own write moves the fingerprint by exactly this much; anything else means another
+        # writer too, and the next refresh rebuilds. (No await between the test and the sum.)
+        if self._position >= 0:
+            self._position += len(events) + (2**40 if expected == NO_STREAM else 0)
 
     # ------------------------------------------------------------------ tables: queries
     async def get_table(

@@ -90,13 +90,27 @@ class RunnerConfig:
 
 
 class Runner:
-    def __init__(self, store: EventStore, jobs: Jobs, job_id_for, config: RunnerConfig = RunnerConfig(), *, extract_files=None) -> None:
+    def __init__(
+        self,
+        store: EventStore,
+        jobs: Jobs,
+        job_id_for,
+        config: RunnerConfig = RunnerConfig(),
+        *,
+        extract_files=None,
+        ensure_dataset=None,
+    ) -> None:
         self.store = store
         self.pool = store.pool
         self.jobs = jobs
         self.job_id_for = job_id_for
         self.config = config
         self.extract_files = extract_files  # async (uris) -> list of files, for extract jobs
+        # async ("project.dataset") -> None: a destination dataset is created on first use, as
+        # dbt creates schemas; the catalog's datasets need not exist in BigQuery beforehand.
+        self.ensure_dataset = ensure_dataset
+        self._datasets: set[str] = set()
+        self._dataset_lock = asyncio.Lock()
         self.runs: dict[str, RunState] = {}
         self._ready: list[tuple[int, str, str]] = []  # (-priority, run id, table id)
         self._in_flight = 0
@@ -204,6 +218,8 @@ class Runner:
         while changed:
             changed = False
             for t in sorted(run.tables.values(), key=lambda x: x.table_id):
+                if run.cancel_requested and t.state == "ready":  # queued, not started: drop it
+                    t.state = "pending"
                 if t.state != "pending":
                     continue
                 if run.cancel_requested:
@@ -285,8 +301,14 @@ class Runner:
         if submitted:
             state = await self._get(job_id)
         if state is None:
+            if config.kind == "query" and self.ensure_dataset is not None:
+                dataset = config.destination.rsplit(".", 1)[0]
+                async with self._dataset_lock:
+                    if dataset not in self._datasets:
+                        await self._retrying(lambda: self.ensure_dataset(dataset))
+                        self._datasets.add(dataset)
             adopted = not await self._retrying(lambda: self.jobs.submit(job_id, config))
-            await self._append(f"job-{job_id}", 1, JobSubmitted(job_id=job_id, adopted=adopted))
+            await self._append(f"job-{job_id}", 1, JobSubmitted(job_id=job_id, run_id=run_id, adopted=adopted))
         while state is None or state.state != "DONE":
             await asyncio.sleep(delay)
             delay = min(delay * 1.5, self.config.poll_max)
@@ -377,12 +399,12 @@ class Runner:
         counts: dict[str, int] = {}
         for t in run.tables.values():
             counts[t.state] = counts.get(t.state, 0) + 1
-        if run.cancel_requested:
+        if all(t.state == "succeeded" for t in run.tables.values()):
+            status = "succeeded"  # a cancel that came too late to stop anything
+        elif run.cancel_requested:
             status = "cancelled"
-        elif any(t.state != "succeeded" for t in run.tables.values()):
-            status = "failed"
         else:
-            status = "succeeded"
+            status = "failed"
         version = await self.store.stream_version(f"run-{run.run_id}") or 0
         await self._append(f"run-{run.run_id}", version, RunFinished(run_id=run.run_id, status=status, counts=counts))  # type: ignore[arg-type]
         self.runs.pop(run.run_id, None)

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from maestro.http import catalog, history, ops
+from maestro.http import catalog, history, ops, runs
 from maestro.http.auth import auth_middleware
 from maestro.http.errors import error_middleware
 from maestro.http.keys import METRICS, RUNTIME, SETTINGS
@@ -27,6 +27,10 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> web.App
         rt = runtime if runtime is not None else await open_runtime(settings)
         if owned:
             await rt.tokens.bootstrap(settings.data_dir)
+            if settings.google_project is not None or settings.local_stack:
+                from maestro.services import start_services
+
+                await start_services(rt)
         rt.store.on_append(app[METRICS].on_append)
         app[RUNTIME] = rt
         try:
@@ -39,4 +43,5 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> web.App
     ops.add_routes(app)
     history.add_routes(app)
     catalog.add_routes(app)
+    runs.add_routes(app)
     return app

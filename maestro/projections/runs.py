@@ -138,7 +138,8 @@ class RunsProjection(Projection):
             elif isinstance(e, JobSkipped):
                 if e.run_id is not None:
                     detail = f"{e.reason}: {e.detail}" if e.detail else e.reason
-                    await self._table_state(conn, e.run_id, e.table_id, "skipped", detail, at)
+                    state = "cancelled" if e.reason == "cancelled" else "skipped"
+                    await self._table_state(conn, e.run_id, e.table_id, state, detail, at)
 
     @staticmethod
     async def _table_state(conn: Connection, run_id: str, table_id: str, state: str, error: str | None, at) -> None:

@@ -1,0 +1,88 @@
+"""The scheduler: no cron daemon, just a tick that plans each frequency's due slot.
+
+Every ``tick`` seconds it reads the active frequencies and the latest slot each has started, asks
+``maestro.scheduling.due_slots`` what is owed, and plans those runs. A slot's run lives in a stream
+named after the frequency and the slot, so when two ``maestro serve`` processes decide the same
+slot one of them finds the stream taken: exactly one run per slot, with no lock between them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+
+import orjson
+
+from maestro.events.catalog import FrequencySpec
+from maestro.events.model import Metadata
+from maestro.handlers.runs import RunService
+from maestro.scheduling import Schedule, due_slots, slot_at_or_before
+
+log = logging.getLogger(__name__)
+SYSTEM = Metadata(actor="system:scheduler")
+
+
+class Scheduler:
+    def __init__(self, runs: RunService, *, tick: float = 1.0) -> None:
+        self.runs = runs
+        self.pool = runs.pool
+        self.tick_seconds = tick
+        self._task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
+        self._created: dict[str, dt.datetime] = {}
+
+    async def tick(self, now: dt.datetime | None = None) -> list[str]:
+        """Plan every slot that is due at ``now``; return the run ids this call created."""
+        now = now or dt.datetime.now(dt.timezone.utc)
+        rows = await self.pool.fetch(
+            """
+            SELECT f.frequency_id, f.spec::text, last.slot,
+                   (SELECT min(occurred_at) FROM events e WHERE e.stream_id = 'frequency-' || f.frequency_id) AS created_at
+            FROM catalog_frequencies f
+            LEFT JOIN LATERAL (
+                SELECT max(slot) AS slot FROM runs r WHERE r.frequency_id = f.frequency_id AND r.trigger = 'schedule'
+            ) last ON true
+            WHERE (f.spec->>'active')::boolean
+            """
+        )
+        started = []
+        for row in rows:
+            spec = FrequencySpec.model_validate(orjson.loads(row["spec"]))
+            schedule = Schedule.from_spec(spec)
+            # A frequency that never ran owes the slots after its creation, not before.
+            last = row["slot"] or slot_at_or_before(schedule, row["created_at"])
+            for slot in due_slots(schedule, last, now, spec.missed):
+                try:
+                    run_id, created = await self.runs.plan_frequency(
+                        row["frequency_id"], slot=slot, trigger="schedule", actor=SYSTEM
+                    )
+                except Exception:
+                    log.exception("could not plan a run", extra={"frequency_id": row["frequency_id"]})
+                    continue
+                if created:
+                    started.append(run_id)
+                    log.info("run planned", extra={"run_id": run_id, "slot": slot.isoformat()})
+        return started
+
+    async def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                await self.tick()
+            except Exception:
+                log.exception("scheduler tick failed")
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=self.tick_seconds)
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._task = asyncio.get_running_loop().create_task(self._loop(), name="scheduler")
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
