@@ -97,7 +97,11 @@ class DependencyState:
         if new is not None:
             state._add(new)
         affected = {table_id} if new is not None else set()
-        for entry in (old, new):
+        renamed = old is None or new is None or (old.project, old.dataset, old.name) != (
+            new.project, new.dataset, new.name
+        )
+        # Readers resolve by name: only a create, delete or rename can change their parents.
+        for entry in (old, new) if renamed else ():
             if entry is not None:
                 affected |= state.readers_of(entry.dataset, entry.name)
         affected &= state.entries.keys()
