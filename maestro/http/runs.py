@@ -177,6 +177,41 @@ async def run_events(request: web.Request) -> web.StreamResponse:
     return response
 
 
+async def table_extracts(request: web.Request) -> web.Response:
+    """The latest successful extract's files, with signed URLs valid for the configured lifetime."""
+    from maestro.adapters.bigquery import signed_url
+
+    runtime = request.app[RUNTIME]
+    table_id = request.match_info["table_id"]
+    await runtime.catalog.get_table(table_id)  # 404 for an unknown table
+    row = await runtime.pool.fetchrow(
+        "SELECT job_id, run_id, finished_at, destination_uris::text FROM jobs "
+        "WHERE table_id = $1 AND kind = 'extract' AND state = 'succeeded' ORDER BY finished_at DESC LIMIT 1",
+        table_id,
+    )
+    if row is None:
+        return _json({"id": table_id, "extract": None})
+    services = runtime.services
+    if services is None:
+        raise ConfigurationError("Google Cloud Storage is not available in this process")
+    lifetime = dt.timedelta(seconds=runtime.settings.signed_url_lifetime)
+    files = orjson.loads(row["destination_uris"])
+    urls = await asyncio.gather(
+        *(asyncio.to_thread(signed_url, services.storage, uri, lifetime=lifetime, credentials=services.signer) for uri in files)
+    )
+    expires = dt.datetime.now(dt.timezone.utc) + lifetime
+    return _json(
+        {
+            "id": table_id,
+            "extract": {
+                "job_id": row["job_id"], "run_id": row["run_id"], "finished_at": _iso(row["finished_at"]),
+                "expires_at": expires.isoformat(),
+                "files": [{"uri": uri, "url": url} for uri, url in zip(files, urls, strict=True)],
+            },
+        }
+    )
+
+
 async def table_jobs(request: web.Request) -> web.Response:
     q = parse_query(PageQuery, request)
     table_id = request.match_info["table_id"]
@@ -288,6 +323,7 @@ ROUTES = routes(
     Route("POST", "/api/v1/runs/{run_id}/retry", retry_run, "Re-run what failed or never ran", rule="admin", tag="runs"),
     Route("POST", "/api/v1/runs/{run_id}/cancel", cancel_run, "Cancel a run and its BigQuery jobs", rule="admin", status=202, tag="runs"),
     Route("POST", "/api/v1/tables/{table_id}/run", run_table, "Run one table now (optionally with its descendants)", rule="write", body=RunTableBody, status=201, tag="runs"),
+    Route("GET", "/api/v1/tables/{table_id}/extracts", table_extracts, "The latest extract's files with signed URLs", tag="runs"),
     Route("GET", "/api/v1/tables/{table_id}/jobs", table_jobs, "The table's BigQuery jobs, newest first", query=PageQuery, tag="runs"),
     Route("POST", "/api/v1/tables/{table_id}/dry-run", dry_run, "Validity, bytes and price estimate", rule="write", tag="runs"),
     Route("GET", "/api/v1/frequencies/{frequency_id}/plan", frequency_plan, "The next run's tables, order and estimate", tag="runs"),
