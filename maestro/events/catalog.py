@@ -171,6 +171,9 @@ class TableSpec(_Model):
     owner_id: str | None = None
     labels: dict[str, str] = {}
     maximum_bytes_billed: int | None = Field(None, gt=0)
+    max_attempts: int = Field(
+        3, ge=1, le=20, description="BigQuery attempts when a job fails with a retryable error"
+    )
     extract: ExtractSettings | None = None
     sheets_export: SheetsExport | None = None
     db_export: DatabaseExport | None = None

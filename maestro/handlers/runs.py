@@ -54,6 +54,7 @@ def job_config(table_id: str, spec: TableSpec, project: str, run_id: str | None)
         clustering=list(spec.clustering),
         maximum_bytes_billed=spec.maximum_bytes_billed,
         labels=labels,
+        max_attempts=spec.max_attempts,
     )
 
 

@@ -1,0 +1,101 @@
+"""Faults around runs: BigQuery unreachable for a while, slots missed while the service was down."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+
+import aiohttp
+from aiohttp import web
+
+
+
+class FlakyProxy:
+    """A reverse proxy in front of local-bigquery that fails the first ``failures`` requests with
+    503 or a dropped connection: BigQuery unreachable, at the HTTP boundary, real client inside."""
+
+    def __init__(self, upstream: str, failures: int) -> None:
+        self.upstream = upstream
+        self.failures = failures
+        self.seen = 0
+        self.runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        self.seen += 1
+        if self.failures > 0:
+            self.failures -= 1
+            if self.failures % 2:
+                return web.Response(status=503, text="backend unavailable")
+            request.transport.close()  # a dropped connection
+            return web.Response(status=503)
+        async with aiohttp.ClientSession() as session:
+            async with session.request(
+                request.method, self.upstream + request.path_qs, data=await request.read(),
+                headers={k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")},
+            ) as upstream:
+                body = await upstream.read()
+                return web.Response(status=upstream.status, body=body, content_type=upstream.content_type)
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}"
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+
+async def test_bigquery_unreachable_for_a_while_nothing_fails_nothing_duplicates(client, runtime, local_stack) -> None:
+    from maestro.services import start_services
+
+    resp = await client.post("/api/v1/tables", json={"dataset": "flaky", "name": "t", "query": "SELECT 1 AS x"})
+    table_id = (await resp.json())["id"]
+    proxy = FlakyProxy(local_stack.bigquery_endpoint, failures=3)
+    await proxy.start()
+    svc = await start_services(runtime, stack=dataclasses.replace(local_stack, bigquery_endpoint=proxy.url))
+    try:
+        run_id = (await (await client.post(f"/api/v1/tables/{table_id}/run", json={})).json())["id"]
+        for _ in range(600):
+            run = await (await client.get(f"/api/v1/runs/{run_id}")).json()
+            if run["status"] != "running":
+                break
+            await asyncio.sleep(0.1)
+        assert run["status"] == "succeeded", run["tables"]
+        assert proxy.failures == 0 and proxy.seen > 3
+        types = [r["type"] for r in await runtime.pool.fetch("SELECT type FROM events WHERE type LIKE 'Job%'")]
+        assert "JobFailed" not in types
+        job_id = run["tables"][0]["job_id"]
+        ids = await svc.bigquery.list_job_ids()
+        assert ids.count(job_id) == 1
+    finally:
+        await svc.close()
+        runtime.services = None
+        await proxy.stop()
+
+
+async def test_slots_missed_while_down_run_once_with_latest_and_never_with_skip(client, runtime) -> None:
+    from maestro.handlers.scheduler import Scheduler
+
+    resp = await client.post("/api/v1/frequencies", json={"name": "hourly", "period": 3600})
+    latest = (await resp.json())["id"]
+    resp = await client.post("/api/v1/frequencies", json={"name": "hourly-skip", "period": 3600, "missed": "skip"})
+    skip = (await resp.json())["id"]
+    scheduler = Scheduler(runtime.runs)
+    # The service comes back five hours and ten minutes after the frequencies were created.
+    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=5, minutes=10)
+    started = await scheduler.tick(later)
+    assert len(started) == 1 and started[0].startswith(latest)
+    slot = await runtime.pool.fetchval("SELECT slot FROM runs WHERE frequency_id = $1", latest)
+    assert slot == later.replace(minute=0, second=0, microsecond=0)
+    assert await scheduler.tick(later + dt.timedelta(minutes=1)) == []
+    # Exactly on the next slot, both run.
+    on_slot = slot + dt.timedelta(hours=1, seconds=5)
+    assert sorted(r.split("-")[0] for r in await scheduler.tick(on_slot)) == sorted([latest, skip])
