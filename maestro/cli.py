@@ -12,27 +12,13 @@ from typing import Any, TypeVar
 
 import click
 
+from maestro.cli_options import database_options
 from maestro.errors import MaestroError
 from maestro.logs import configure_logging
 from maestro.settings import Settings, load_settings
 
 T = TypeVar("T")
 log = logging.getLogger("maestro")
-
-
-def _database_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    fn = click.option(
-        "--database-url",
-        default=None,
-        help="PostgreSQL >= 13 DSN (env MAESTRO_DATABASE_URL). None: embedded PostgreSQL.",
-    )(fn)
-    fn = click.option(
-        "--data-dir",
-        type=click.Path(path_type=Path, file_okay=False),
-        default=None,
-        help="Where embedded data lives (env MAESTRO_DATA_DIR).",
-    )(fn)
-    return fn
 
 
 def _settings(ctx: click.Context, **overrides: Any) -> Settings:
@@ -56,7 +42,7 @@ def main() -> None:
 
 
 @main.command()
-@_database_options
+@database_options
 @click.option("--host", default=None, help="Listen address (env MAESTRO_HOST).")
 @click.option("--port", type=int, default=None, help="Listen port (env MAESTRO_PORT).")
 @click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]), default=None)
@@ -86,7 +72,7 @@ def serve(ctx: click.Context, **flags: Any) -> None:
 
 
 @main.command()
-@_database_options
+@database_options
 @click.pass_context
 def migrate(ctx: click.Context, **flags: Any) -> None:
     """Apply pending schema migrations and exit."""
@@ -110,7 +96,7 @@ def projections() -> None:
 
 
 @projections.command("status")
-@_database_options
+@database_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def projections_status(ctx: click.Context, as_json: bool, **flags: Any) -> None:
@@ -139,7 +125,7 @@ def projections_status(ctx: click.Context, as_json: bool, **flags: Any) -> None:
 
 @projections.command("rebuild")
 @click.argument("name", required=False)
-@_database_options
+@database_options
 @click.pass_context
 def projections_rebuild(ctx: click.Context, name: str | None, **flags: Any) -> None:
     """Rebuild NAME (or every projection) from position 0."""
@@ -172,7 +158,7 @@ def token() -> None:
 
 
 @token.command("create")
-@_database_options
+@database_options
 @click.option("--user", "user_id", default="bootstrap-admin", show_default=True, help="User the token acts as.")
 @click.option("--name", default="cli", show_default=True, help="A name to recognise the token by.")
 @click.option("--admin/--no-admin", default=False, help="Grant administrator rights.")

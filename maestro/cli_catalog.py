@@ -27,26 +27,11 @@ from typing import Any
 
 import click
 
+from maestro.cli_options import database_options
 from maestro.errors import MaestroError
 from maestro.settings import Settings, load_settings
 
 EXIT_FAILED, EXIT_INVALID, EXIT_CHANGES = 1, 2, 3
-
-
-def _database_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    # The same options as maestro.cli's (not imported: maestro.cli imports this module).
-    fn = click.option(
-        "--database-url",
-        default=None,
-        help="PostgreSQL >= 13 DSN (env MAESTRO_DATABASE_URL). None: embedded PostgreSQL.",
-    )(fn)
-    fn = click.option(
-        "--data-dir",
-        type=click.Path(path_type=Path, file_okay=False),
-        default=None,
-        help="Where embedded data lives (env MAESTRO_DATA_DIR).",
-    )(fn)
-    return fn
 
 
 def _default_actor() -> str:
@@ -67,7 +52,7 @@ def _fail(exc: MaestroError, applying: bool = False) -> None:
 
 @click.command("apply")
 @click.argument("directory", type=click.Path(path_type=Path, file_okay=False, exists=True))
-@_database_options
+@database_options
 @click.option("--dry-run", is_flag=True, help="Show the plan and check it; change nothing.")
 @click.option("--prune", is_flag=True, help="Delete live tables that are not in DIRECTORY.")
 @click.option("--actor", default=None, help="Who the events are attributed to (default cli:<login>).")
@@ -116,7 +101,7 @@ def apply_command(
 
 @click.command("export")
 @click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
-@_database_options
+@database_options
 def export_command(directory: Path, **flags: Any) -> None:
     """Write the live catalog to DIRECTORY in the layout `maestro apply` reads. Table files of
     tables not in the catalog are removed; other files are left alone."""

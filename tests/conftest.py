@@ -9,6 +9,7 @@ so tests are isolated and fast.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import tempfile
@@ -83,42 +84,38 @@ def pg_template(pg_admin_dsn: str) -> Iterator[str]:
     asyncio.run(drop())
 
 
-@pytest.fixture
-async def fresh_database(pg_admin_dsn: str) -> AsyncIterator[tuple[str, str]]:
-    """An empty database (no migrations): (dsn, name)."""
+@contextlib.asynccontextmanager
+async def _database(admin_dsn: str, template: str | None = None) -> AsyncIterator[tuple[str, str]]:
+    """A new database (cloned from ``template`` when given), dropped afterwards: (dsn, name)."""
     name = f"maestro_t_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(pg_admin_dsn)
+    clone = f' TEMPLATE "{template}"' if template else ""
+    admin = await asyncpg.connect(admin_dsn)
     try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
+        await admin.execute(f'CREATE DATABASE "{name}"{clone}')
     finally:
         await admin.close()
     try:
-        yield _with_database(pg_admin_dsn, name), name
+        yield _with_database(admin_dsn, name), name
     finally:
-        admin = await asyncpg.connect(pg_admin_dsn)
+        admin = await asyncpg.connect(admin_dsn)
         try:
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:
             await admin.close()
+
+
+@pytest.fixture
+async def fresh_database(pg_admin_dsn: str) -> AsyncIterator[tuple[str, str]]:
+    """An empty database (no migrations): (dsn, name)."""
+    async with _database(pg_admin_dsn) as created:
+        yield created
 
 
 @pytest.fixture
 async def dsn(pg_admin_dsn: str, pg_template: str) -> AsyncIterator[str]:
     """A fresh, migrated database cloned from the template."""
-    name = f"maestro_t_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(pg_admin_dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"')
-    finally:
-        await admin.close()
-    try:
-        yield _with_database(pg_admin_dsn, name)
-    finally:
-        admin = await asyncpg.connect(pg_admin_dsn)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
+    async with _database(pg_admin_dsn, pg_template) as (created, _):
+        yield created
 
 
 @pytest.fixture

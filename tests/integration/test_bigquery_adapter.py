@@ -41,12 +41,7 @@ from maestro.adapters.bigquery import (
     job_id_for,
     signed_url,
 )
-from maestro.adapters.localstack import (
-    LocalStack,
-    bigquery_client,
-    start_local_stack_sync,
-    storage_client,
-)
+from maestro.adapters.localstack import LocalStack, bigquery_client, storage_client
 from maestro.errors import BigQueryError, ConfigurationError
 from maestro.events.runs import JobConfig
 
@@ -64,9 +59,9 @@ ROWS_SQL = (
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    with start_local_stack_sync(tmp_path_factory.mktemp("localstack")) as running:
-        yield running
+def stack(local_stack: LocalStack) -> LocalStack:
+    """The session's local stack (tests/conftest.py)."""
+    return local_stack
 
 
 @pytest.fixture(scope="module")
