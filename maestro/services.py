@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from maestro.adapters import localstack
+from maestro.adapters import google, localstack
 from maestro.adapters.bigquery import BigQueryJobs, expand_extract_uris, job_id_for
 from maestro.adapters.postgres import LeaderLock
 from maestro.handlers.runner import Runner, RunnerConfig
@@ -57,55 +55,23 @@ class Services:
             await self.stack.stop()
 
 
-def _local_signer(data_dir: Path, project: str) -> Any:
-    """A service-account key of our own for signing extract URLs on the local stack (fake-gcs-server
-    does not check signatures, but the URL is built exactly as against Google)."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-    from google.oauth2 import service_account
-
-    path = data_dir / "local-signing-key.json"
-    if not path.exists():
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        pem = key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        ).decode()
-        info = {
-            "type": "service_account", "project_id": project, "private_key_id": "local",
-            "private_key": pem, "client_email": f"maestro@{project}.iam.gserviceaccount.com",
-            "client_id": "0", "token_uri": "https://oauth2.googleapis.com/token",
-        }
-        data_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(info))
-        path.chmod(0o600)
-    return service_account.Credentials.from_service_account_info(json.loads(path.read_text()))
-
-
 async def start_services(runtime: Runtime, *, stack: localstack.LocalStack | None = None) -> Services:
     """Connect BigQuery and start the scheduler and the runner election. ``stack`` given: use
     that local stack and leave it running on close (tests share one)."""
     settings = runtime.settings
     owns_stack = False
     if settings.google_project is not None:
-        from google.cloud import bigquery, storage
-
-        if settings.google_credentials_file is not None:
-            from google.oauth2 import service_account
-
-            creds = service_account.Credentials.from_service_account_file(str(settings.google_credentials_file))
-        else:
-            creds = None
-        bq_client = bigquery.Client(project=settings.google_project, credentials=creds, location=settings.bigquery_location)
-        storage_client = storage.Client(project=settings.google_project, credentials=creds)
-        signer = creds
+        bq_client, storage_client, signer = google.clients(
+            settings.google_project, settings.google_credentials_file, settings.bigquery_location
+        )
     else:
         if stack is None:
             stack = await localstack.start_local_stack(settings.data_dir / "localstack", project=settings.project)
             owns_stack = True
         bq_client = localstack.bigquery_client(stack)
         storage_client = localstack.storage_client(stack)
-        signer = _local_signer(settings.data_dir, settings.project)
-        await asyncio.to_thread(_ensure_bucket, storage_client, settings.gcs_bucket)
+        signer = google.local_signer(settings.data_dir, settings.project)
+        await asyncio.to_thread(google.ensure_bucket, storage_client, settings.gcs_bucket)
     jobs = BigQueryJobs(bq_client, location=settings.bigquery_location, max_workers=settings.workers)
 
     async def files(uris: list[str]) -> list[str]:
@@ -127,10 +93,3 @@ async def start_services(runtime: Runtime, *, stack: localstack.LocalStack | Non
     scheduler.start()
     services._leader_task = asyncio.get_running_loop().create_task(services._lead(), name="runner-leader")
     return services
-
-
-def _ensure_bucket(client: Any, name: str) -> None:
-    from google.api_core.exceptions import Conflict
-
-    with contextlib.suppress(Conflict):
-        client.create_bucket(name)

@@ -7,6 +7,7 @@ makes two processes that start at once take turns: the second finds the work don
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import re
@@ -88,6 +89,25 @@ async def migrate(conn: asyncpg.Connection, sql_dir: Path = SQL_DIR) -> list[str
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
     return applied_now
+
+
+async def migrate_dsn(dsn: str, sql_dir: Path = SQL_DIR) -> list[str]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await migrate(conn, sql_dir)
+    finally:
+        await conn.close()
+
+
+async def ensure_database(admin_dsn: str, name: str) -> None:
+    """Create database ``name`` on the server of ``admin_dsn`` unless it exists."""
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+            with contextlib.suppress(asyncpg.DuplicateDatabaseError):  # a concurrent start won
+                await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
 
 
 async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
