@@ -52,8 +52,9 @@ from maestro.catalog.sql_parse import DIALECT, parse, tokenize
 from maestro.catalog.sql_script import Piece, flatten
 from maestro.catalog.sql_tables import read_tables, temp_table_name
 
-# Distinct analyses kept in memory. A statement and its result weigh a few kB: ~10 MB at most.
-_CACHE_SIZE = 4096
+# Distinct analyses kept in memory: enough for a 10,000-table catalog to be re-resolved (after
+# another replica wrote) without re-parsing. A statement and its result weigh a few kB: ~25 MB.
+_CACHE_SIZE = 10_000
 
 
 @dataclass(frozen=True, slots=True)
