@@ -228,6 +228,7 @@ async def bench_apply(
     """``maestro apply`` end to end into a fresh database, cold analysis cache, then a re-apply."""
     from maestro.events.model import Metadata
     from maestro.handlers import apply
+    from maestro.handlers.folder import read_folder
 
     actor = Metadata(actor="cli:bench")
     async with bench_database() as dsn:
@@ -235,7 +236,7 @@ async def bench_apply(
         try:
             clear_analysis_cache()
             t0 = time.perf_counter()
-            specs = apply.read_folder(folder, default_project=runtime.settings.project)
+            specs = read_folder(folder, default_project=runtime.settings.project)
             t1 = time.perf_counter()
             plan = apply.plan(specs, await apply.load_rows(runtime.catalog), prune=False)
             t2 = time.perf_counter()
@@ -246,7 +247,7 @@ async def bench_apply(
                   f"(read+check {t1 - t0:.2f}, plan {t2 - t1:.2f}, execute {t3 - t2:.2f}; "
                   f"{report.events:,} events)   target <= 15 s: {'ok' if total <= 15 else 'MISSED'}")
             t0 = time.perf_counter()
-            specs = apply.read_folder(folder, default_project=runtime.settings.project)
+            specs = read_folder(folder, default_project=runtime.settings.project)
             again = await apply.execute(
                 apply.plan(specs, await apply.load_rows(runtime.catalog), prune=True),
                 runtime.catalog, actor,

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import getpass
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -66,14 +65,14 @@ def apply_command(
     """Sync DIRECTORY (<dataset>/<name>.sql, settings in a /*--- YAML ---*/ header or a
     <name>.yaml sidecar) into the catalog: create and update tables, delete with --prune."""
     from maestro.events.model import Metadata
-    from maestro.handlers import apply
+    from maestro.handlers import apply, folder
 
     settings = load_settings(**flags)
     who = Metadata(actor=actor or _default_actor())
 
     async def go() -> apply.Report:
         # Read and check every file before starting anything: bad input fails fast.
-        specs = apply.read_folder(directory, default_project=settings.project)
+        specs = folder.read_folder(directory, default_project=settings.project)
         runtime = await _open(settings)
         try:
             rows = await apply.load_rows(runtime.catalog)
@@ -105,17 +104,17 @@ def apply_command(
 def export_command(directory: Path, **flags: Any) -> None:
     """Write the live catalog to DIRECTORY in the layout `maestro apply` reads. Table files of
     tables not in the catalog are removed; other files are left alone."""
-    from maestro.handlers import apply
+    from maestro.handlers import apply, folder
 
     settings = load_settings(**flags)
 
-    async def go() -> apply.ExportResult:
+    async def go() -> folder.ExportResult:
         runtime = await _open(settings)
         try:
             rows = await apply.load_rows(runtime.catalog)
         finally:
             await runtime.close()
-        return apply.export(rows, directory)
+        return folder.export(rows, directory)
 
     try:
         result = asyncio.run(go())
