@@ -195,8 +195,9 @@ def token_create(
 
 
 from maestro.cli_catalog import apply_command, export_command  # noqa: E402
+from maestro.cli_config import config_group, secrets_group  # noqa: E402
 
-for _command in (apply_command, export_command):
+for _command in (apply_command, export_command, config_group, secrets_group):
     main.add_command(_command)
 
 

@@ -16,6 +16,8 @@ import asyncpg
 from maestro.adapters import embedded_pg, postgres
 from maestro.events.store import EventStore
 from maestro.handlers.catalog import CatalogService
+from maestro.handlers.config import ConfigService, open_config
+from maestro.handlers.config_view import ConfigView
 from maestro.handlers.runs import RunService
 from maestro.handlers.tokens import TokenService
 from maestro.projections import Projection, ProjectionRunner
@@ -41,10 +43,16 @@ class Runtime:
     started: dict[str, Any] = field(default_factory=dict)
     bigquery: Any = None  # maestro.adapters.bigquery.BigQueryJobs once services run
     services: Any = None  # maestro.services.Services
+    # The live configuration (credentials, pricing, OAuth...): read it at the moment of use,
+    # e.g. runtime.config.get("pricing"); it follows changes without a restart.
+    config: ConfigView | None = None
+    config_service: ConfigService | None = None
 
     async def close(self) -> None:
         if self.services is not None:
             await self.services.close()
+        if self.config is not None:
+            await self.config.stop()
         await self.projections.stop()
         await self.store.close()
         await self.pool.close()
@@ -74,6 +82,7 @@ async def open_runtime(
     *,
     projections: list[Projection] | None = None,
     follow: bool = True,
+    check_secrets: bool = True,
 ) -> Runtime:
     t0 = time.perf_counter()
     dsn, server = await resolve_database(settings)
@@ -91,6 +100,12 @@ async def open_runtime(
         store = EventStore(pool, listen_dsn=dsn, poll_interval=settings.poll_interval)
         runner = ProjectionRunner(store, projections if projections is not None else all_projections())
         await runner.prepare()
+        try:
+            config, config_service = await open_config(settings, store, follow=follow, check=check_secrets)
+        except BaseException:
+            await store.close()
+            await pool.close()
+            raise
         catalog = CatalogService(store, settings.project)
         await catalog.refresh()
         tokens = TokenService(store)
@@ -102,6 +117,7 @@ async def open_runtime(
         raise
     runs = RunService(store, catalog, settings.google_project or settings.project)
     runtime = Runtime(settings, dsn, pool, store, runner, catalog, tokens, runs, server)
+    runtime.config, runtime.config_service = config, config_service
     runtime.started = {
         "database_ready_s": round(t1 - t0, 3),
         "migrated_s": round(t2 - t1, 3),

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import platformdirs
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -26,6 +26,14 @@ class Settings(BaseSettings):
         description="PostgreSQL >= 13 holding the event log; none starts an embedded server",
     )
     data_dir: Path = Field(default_factory=_default_data_dir, description="embedded data lives here")
+    secret_file: Path | None = Field(
+        default=None,
+        description="file holding the master secret that encrypts stored credentials (>= 32 random "
+        "bytes); none in development: <data_dir>/secret, generated once",
+    )
+    secret: SecretStr | None = Field(
+        default=None, description="the master secret itself: development only (logs a warning)"
+    )
     project: str = Field(
         default="maestro-local",
         description="Google Cloud project: the default project of table names and BigQuery jobs",

@@ -165,6 +165,22 @@ CREATE TABLE public.catalog_tables (
 );
 
 --
+-- Name: config_entries; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.config_entries (
+    stream_id text NOT NULL,
+    section text NOT NULL,
+    name text,
+    settings jsonb NOT NULL,
+    secrets jsonb NOT NULL,
+    version integer NOT NULL,
+    deleted boolean DEFAULT false NOT NULL,
+    updated_at timestamp with time zone NOT NULL,
+    updated_by text NOT NULL
+);
+
+--
 -- Name: cost_jobs; Type: TABLE; Schema: public; Owner: -
 --
 
@@ -343,6 +359,13 @@ ALTER TABLE ONLY public.catalog_tables
     ADD CONSTRAINT catalog_tables_pkey PRIMARY KEY (table_id);
 
 --
+-- Name: config_entries config_entries_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.config_entries
+    ADD CONSTRAINT config_entries_pkey PRIMARY KEY (stream_id);
+
+--
 -- Name: cost_jobs cost_jobs_pkey; Type: CONSTRAINT; Schema: public; Owner: -
 --
 
@@ -421,6 +444,12 @@ CREATE INDEX catalog_tables_frequency ON public.catalog_tables USING btree (((sp
 --
 
 CREATE UNIQUE INDEX catalog_tables_live_name ON public.catalog_tables USING btree (dataset, name) WHERE (NOT deleted);
+
+--
+-- Name: config_entries_section; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX config_entries_section ON public.config_entries USING btree (section, name);
 
 --
 -- Name: cost_jobs_day; Type: INDEX; Schema: public; Owner: -

@@ -15,6 +15,7 @@ from maestro.events.model import (
 # Importing the domain's event modules registers their types, so any reader can decode the log.
 from maestro.events import auth as _auth  # noqa: E402,F401
 from maestro.events import catalog as _catalog  # noqa: E402,F401
+from maestro.events import config as _config  # noqa: E402,F401
 from maestro.events import runs as _runs  # noqa: E402,F401
 
 __all__ = [

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from maestro.http import catalog, history, ops, runs
+from maestro.http import catalog, config, history, ops, runs
 from maestro.http.auth import auth_middleware
 from maestro.http.errors import error_middleware
 from maestro.http.keys import METRICS, RUNTIME, SETTINGS
@@ -44,4 +44,5 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> web.App
     history.add_routes(app)
     catalog.add_routes(app)
     runs.add_routes(app)
+    config.add_routes(app)
     return app

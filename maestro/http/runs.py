@@ -252,7 +252,7 @@ async def costs(request: web.Request) -> web.Response:
         "AND ($2::date IS NULL OR day <= $2) GROUP BY 1 ORDER BY 2 DESC, 1",
         q.from_, q.to,
     )
-    price = runtime.settings.price_per_tib
+    price = runtime.config.price_per_tib
     items = [
         {
             q.by: r["key"], "bytes_billed": r["bytes_billed"], "bytes_processed": r["bytes_processed"],
@@ -283,7 +283,7 @@ async def dry_run(request: web.Request) -> web.Response:
     if view.spec["kind"] != "summary":
         raise ValidationFailed(f"a dry run needs a query; this is a {view.spec['kind']} table")
     result = await _bigquery(request).dry_run(view.spec["query"], legacy_sql=view.spec["legacy_sql"])
-    return _json(_estimate(result, runtime.settings.price_per_tib))
+    return _json(_estimate(result, runtime.config.price_per_tib))
 
 
 def _estimate(result: Any, price: float) -> dict[str, Any]:
@@ -304,7 +304,7 @@ async def frequency_plan(request: web.Request) -> web.Response:
     estimates = await asyncio.gather(
         *(bq.dry_run(t["query"], legacy_sql=t["legacy_sql"]) for t in preview["tables"])
     )
-    price = runtime.settings.price_per_tib
+    price = runtime.config.price_per_tib
     tables = []
     for t, est in zip(preview["tables"], estimates, strict=True):
         tables.append({k: v for k, v in t.items() if k not in ("query", "legacy_sql")} | {"estimate": _estimate(est, price)})

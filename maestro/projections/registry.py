@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from maestro.projections.base import Projection
 from maestro.projections.catalog import CatalogProjection
+from maestro.projections.config import ConfigProjection
 from maestro.projections.costs import CostsProjection
 from maestro.projections.runs import RunsProjection
 from maestro.projections.streams import StreamsProjection
@@ -11,4 +12,11 @@ from maestro.projections.tokens import TokensProjection
 
 
 def all_projections() -> list[Projection]:
-    return [CatalogProjection(), TokensProjection(), RunsProjection(), StreamsProjection(), CostsProjection()]
+    return [
+        CatalogProjection(),
+        TokensProjection(),
+        ConfigProjection(),
+        RunsProjection(),
+        StreamsProjection(),
+        CostsProjection(),
+    ]

@@ -1,0 +1,255 @@
+"""Configuration events: what Maestro is connected to, one stream per section (``config-<name>``).
+
+Sections are ``bigquery``, ``slack``, ``git``, ``oauth`` and ``pricing`` (stream ``config-<section>``)
+and one stream per source database (``config-db-<name>``). Every event carries the *whole* state
+of its stream (non-secret settings and the ciphertext of every secret), not a delta: a reader that
+missed an event (a replica's in-memory view, a lagging subscription) is right again as soon as it
+sees any later one, and the projection is a plain upsert.
+
+Secret fields hold only :data:`Ciphertext` (``v1.<key id>.<data>`` from ``adapters.secrets``): a
+plaintext put there by mistake fails validation instead of entering the append-only log, where
+it could never be removed. Error messages about secret values describe the problem and never
+quote the value.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Annotated, Any, ClassVar, Literal
+from urllib.parse import urlsplit
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from maestro.events.catalog import DatasetName, ProjectId
+from maestro.events.model import Event
+
+SectionName = Literal["bigquery", "databases", "slack", "git", "oauth", "pricing"]
+SINGLE_SECTIONS: tuple[str, ...] = ("bigquery", "slack", "git", "oauth", "pricing")
+DATABASE_STREAM_PREFIX = "config-db-"
+
+# The shape of adapters.secrets tokens (nonce + tag alone are 28 bytes: >= 38 base64 characters).
+Ciphertext = Annotated[str, StringConstraints(pattern=r"^v\d+\.[0-9a-f]{8}\.[A-Za-z0-9_-]{38,}$")]
+DATABASE_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+DatabaseName = Annotated[str, StringConstraints(pattern=DATABASE_NAME.pattern)]
+
+_DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{0,62}$")
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
+_LOCATION = re.compile(r"^[A-Za-z][A-Za-z0-9-]{1,39}$")
+_LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
+
+
+def config_stream(section: str, name: str | None = None) -> str:
+    return f"{DATABASE_STREAM_PREFIX}{name}" if section == "databases" else f"config-{section}"
+
+
+def _domain(value: str) -> str:
+    value = value.strip().lower().removeprefix("@")
+    if not _DOMAIN.match(value):
+        raise ValueError(f"{value!r} is not a domain name (like example.com)")
+    return value
+
+
+def _http_url(value: str, *, what: str = "URL", echo: bool = True) -> str:
+    """An https URL (http only to this machine, for development and tests)."""
+    shown = f" {value!r}" if echo else ""
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        raise ValueError(f"the {what}{shown} does not parse") from None
+    local_http = parts.scheme == "http" and parts.hostname in _LOCAL_HOSTS
+    if not parts.hostname or not (parts.scheme == "https" or local_http):
+        raise ValueError(f"the {what}{shown} must be an https:// URL")
+    if parts.username is not None or parts.password is not None:
+        # Credentials in a URL end up in logs and API responses: they go in the secret field.
+        raise ValueError(f"the {what} must not carry credentials (user:password@)")
+    return value
+
+
+Domain = Annotated[str, AfterValidator(_domain)]
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
+
+
+class Section(BaseModel):
+    """The non-secret settings of a section; ``secret_fields`` name the encrypted ones."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    secret_fields: ClassVar[tuple[str, ...]] = ()
+    required: ClassVar[tuple[str, ...]] = ()  # all set: the section counts as configured
+
+    @classmethod
+    def check_secret(cls, field: str, value: str) -> None:
+        """Raise ValueError (never quoting ``value``) if a secret is unusable for ``field``."""
+        if not value.strip():
+            raise ValueError("must not be blank")
+
+
+class BigQuerySection(Section):
+    secret_fields = ("service_account_json",)
+    required = ("service_account_json", "project")
+
+    project: ProjectId | None = None
+    default_dataset: DatasetName | None = None
+    bucket: str | None = Field(None, description="GCS bucket for extracts and loads")
+    location: str | None = Field(None, description="BigQuery location, like US, EU or europe-west1")
+
+    @model_validator(mode="after")
+    def _names(self) -> BigQuerySection:
+        if self.bucket is not None and not _BUCKET.match(self.bucket):
+            raise ValueError("bucket: lowercase letters, digits, '.', '_' and '-' (3 to 222)")
+        if self.location is not None and not _LOCATION.match(self.location):
+            raise ValueError("location: a BigQuery location such as US, EU or europe-west1")
+        return self
+
+    @classmethod
+    def check_secret(cls, field: str, value: str) -> None:
+        try:
+            key = json.loads(value)
+        except ValueError:
+            raise ValueError("is not JSON (paste the whole service-account key file)") from None
+        if not isinstance(key, dict) or key.get("type") != "service_account":
+            raise ValueError('is not a service-account key (no "type": "service_account")')
+        missing = [k for k in ("client_email", "private_key") if not key.get(k)]
+        if missing:
+            raise ValueError(f"the service-account key lacks {', '.join(missing)}")
+
+
+class DatabaseSection(Section):
+    """A source database for imports (and a target for exports when ``export`` is set)."""
+
+    secret_fields = ("password",)
+    required = ("driver", "dsn", "landing_dataset")
+
+    driver: Literal["postgres", "mysql"]
+    dsn: str = Field(min_length=1, max_length=2048, description="connection string WITHOUT the password")
+    landing_dataset: DatasetName
+    export: bool = False
+
+    @model_validator(mode="after")
+    def _dsn_has_no_password(self) -> DatabaseSection:
+        # Never quote the DSN here: the point is that it might hold a password.
+        if re.search(r"(^|[\s&?;])password\s*=", self.dsn, re.IGNORECASE):
+            raise ValueError("dsn: must not contain a password; send it in the password field")
+        if "://" in self.dsn:
+            try:
+                parts = urlsplit(self.dsn)
+                has_password = parts.password is not None
+            except ValueError:
+                raise ValueError("dsn: does not parse as a URL") from None
+            if has_password:
+                raise ValueError("dsn: must not contain a password; send it in the password field")
+            schemes = {"postgres": ("postgres", "postgresql"), "mysql": ("mysql",)}[self.driver]
+            if parts.scheme not in schemes:
+                raise ValueError(f"dsn: a {self.driver} URL starts with {schemes[0]}://")
+        elif self.driver == "mysql":
+            raise ValueError("dsn: a mysql DSN is a URL: mysql://user@host:3306/database")
+        return self
+
+
+class SlackSection(Section):
+    secret_fields = ("webhook_url",)
+    required = ("webhook_url",)
+
+    channel: str = Field("", max_length=80)
+    username: str = Field("maestro", max_length=80)
+    url_prefix: HttpUrl | None = Field(None, description="base URL of this Maestro, for links in alerts")
+
+    @classmethod
+    def check_secret(cls, field: str, value: str) -> None:
+        _http_url(value, what="webhook URL", echo=False)
+
+
+class GitSection(Section):
+    secret_fields = ("token",)
+    required = ("repo_url", "token")
+
+    repo_url: HttpUrl | None = Field(None, description="https URL of the repository (no credentials)")
+    branch: str = Field("main", min_length=1, max_length=255)
+
+
+class OAuthSection(Section):
+    secret_fields = ("client_secret",)
+    required = ("client_id", "client_secret", "redirect_uri", "allowed_domains")
+
+    issuer: HttpUrl = "https://accounts.google.com"
+    client_id: str | None = Field(None, min_length=1, max_length=512)
+    redirect_uri: HttpUrl | None = None
+    allowed_domains: list[Domain] = Field(default_factory=list, max_length=100)
+    auto_enable_domains: list[Domain] = Field(default_factory=list, max_length=100)
+
+    @model_validator(mode="after")
+    def _auto_enable_within_allowed(self) -> OAuthSection:
+        outside = sorted(set(self.auto_enable_domains) - set(self.allowed_domains))
+        if outside:
+            raise ValueError(f"auto_enable_domains: not in allowed_domains: {', '.join(outside)}")
+        return self
+
+
+class PricingSection(Section):
+    required = ("price_per_tib",)
+
+    price_per_tib: float | None = Field(None, ge=0, le=10_000, description="USD per TiB billed")
+
+
+SECTIONS: dict[str, type[Section]] = {
+    "bigquery": BigQuerySection,
+    "databases": DatabaseSection,
+    "slack": SlackSection,
+    "git": GitSection,
+    "oauth": OAuthSection,
+    "pricing": PricingSection,
+}
+
+
+class ConfigState(Event):
+    """Base of the events that carry a stream's whole state."""
+
+    __abstract__ = True
+
+    section: SectionName
+    name: DatabaseName | None = None  # the database, for section "databases"
+    settings: dict[str, Any]
+    secrets: dict[str, Ciphertext] = {}
+
+    @model_validator(mode="after")
+    def _secrets_stay_secret(self) -> ConfigState:
+        secret_fields = set(SECTIONS[self.section].secret_fields)
+        if unknown := sorted(set(self.secrets) - secret_fields):
+            raise ValueError(f"secrets: {', '.join(unknown)} are not secret fields of {self.section}")
+        if leaked := sorted(set(self.settings) & secret_fields):
+            raise ValueError(f"settings: {', '.join(leaked)} are secret and belong in secrets")
+        if (self.section == "databases") != (self.name is not None):
+            raise ValueError("name: required for databases, and only for them")
+        return self
+
+
+class ConfigChanged(ConfigState):
+    """An administrator changed a section. ``changed`` names the fields (never secret values)."""
+
+    changed: list[str]
+
+
+class ConfigSecretsRotated(ConfigState):
+    """Every secret of the stream re-encrypted under the master secret with ``key_id``."""
+
+    key_id: str
+
+
+class ConfigSecretsCleared(ConfigState):
+    """The master secret that sealed ``cleared`` was lost: they are gone and must be re-entered."""
+
+    cleared: list[str]
+    lost_key_id: str
+
+
+class ConfigRemoved(Event):
+    """A database configuration removed (its ciphertexts leave the read model)."""
+
+    section: SectionName
+    name: DatabaseName | None = None
+
+
+CONFIG_EVENT_TYPES = frozenset(
+    {"ConfigChanged", "ConfigSecretsRotated", "ConfigSecretsCleared", "ConfigRemoved"}
+)
