@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import heapq
 import logging
 from dataclasses import dataclass, field
@@ -38,6 +39,9 @@ from maestro.events.store import NO_STREAM, EventStore
 
 log = logging.getLogger(__name__)
 SYSTEM = Metadata(actor="system:runner")
+# Listing jobs at start-up from this long before the oldest unfinished job was planned (clock skew
+# between PostgreSQL and BigQuery).
+LIST_MARGIN = dt.timedelta(minutes=10)
 UPSTREAM_BAD = frozenset({"failed", "skipped", "cancelled"})
 TERMINAL = frozenset({"succeeded", "failed", "skipped", "cancelled"})
 
@@ -67,17 +71,32 @@ class TableState:
 
 @dataclass
 class RunState:
+    """One run in memory. Readiness is incremental: ``unmet`` counts each table's parents that have
+    not succeeded, and ``changed`` queues the tables whose state moved, so deciding after a
+    completion costs the completed table's children, not the whole run (a run's parents are all
+    its ancestors in the run: scanning every table's parents on every completion was quadratic)."""
+
     run_id: str
     tables: dict[str, TableState]
     workers: int | None
     cancel_requested: bool = False
     in_flight: int = 0
     children: dict[str, list[str]] = field(default_factory=dict)
+    unmet: dict[str, int] = field(default_factory=dict)
+    changed: list[str] = field(default_factory=list)  # table ids whose state moved, to propagate
+    rescan: bool = True  # look at every pending table (after loading, a retry, a cancel)
+    finishing: bool = False
 
     def __post_init__(self) -> None:
         for t in self.tables.values():
+            self.unmet[t.table_id] = sum(1 for p in t.parents if self.tables[p].state != "succeeded")
             for p in t.parents:
                 self.children.setdefault(p, []).append(t.table_id)
+
+    def moved(self, table: TableState, state: str) -> None:
+        """Set a table's state; a success or a dead end is propagated to its children later."""
+        table.state = state
+        self.changed.append(table.table_id)
 
 
 @dataclass(frozen=True)
@@ -110,12 +129,14 @@ class Runner:
         # dbt creates schemas; the catalog's datasets need not exist in BigQuery beforehand.
         self.ensure_dataset = ensure_dataset
         self._datasets: set[str] = set()
-        self._dataset_lock = asyncio.Lock()
+        self._dataset_locks: dict[str, asyncio.Lock] = {}
         self.runs: dict[str, RunState] = {}
         self._ready: list[tuple[int, str, str]] = []  # (-priority, run id, table id)
         self._in_flight = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
+        self._attached = asyncio.Event()  # start-up: every unfinished job has been looked up
+        self._unattached = 0
         self._stop = asyncio.Event()
         self._main: asyncio.Task[None] | None = None
 
@@ -141,9 +162,16 @@ class Runner:
         for row in await self.pool.fetch("SELECT run_id FROM runs WHERE status = 'running'"):
             await self._load_run(row["run_id"])
         unfinished = await self.pool.fetch(
-            "SELECT job_id, run_id, table_id, attempt, config::text, state FROM jobs "
+            "SELECT job_id, run_id, table_id, attempt, config::text, state, planned_at FROM jobs "
             "WHERE state IN ('planned', 'submitted')"
         )
+        listed = await self._list_states(min((j["planned_at"] for j in unfinished), default=None))
+        # Re-attach first: every unfinished job is looked up (listed, or one jobs.get) before any
+        # job BigQuery never saw is inserted (on the local stack an insert runs its query first).
+        self._attached.clear()
+        self._unattached = len(unfinished)
+        if not unfinished:
+            self._attached.set()
         for job in unfinished:
             run = self.runs.get(job["run_id"]) if job["run_id"] else None
             table = run.tables.get(job["table_id"]) if run else None
@@ -152,11 +180,25 @@ class Runner:
             self._in_flight += 1
             config = JobConfig.model_validate_json(job["config"])
             self._spawn(self._execute(job["job_id"], job["run_id"], job["table_id"], config,
-                                      submitted=job["state"] == "submitted"))
+                                      submitted=job["state"] == "submitted", recovered=True,
+                                      known=listed.get(job["job_id"])))
         for run in list(self.runs.values()):
             await self._resume_extracts(run)
             await self._advance(run)
         log.info("runner recovered", extra={"runs": len(self.runs), "jobs_reattached": len(unfinished)})
+
+    async def _list_states(self, since: Any) -> dict[str, Any]:
+        """One jobs.list for every job created since the oldest unfinished one was planned:
+        re-attaching a thousand jobs in a page, not a thousand jobs.get. Only an accelerator:
+        a job it does not show is looked up by id, and a failure falls back to that too."""
+        lister = getattr(self.jobs, "list_states", None)
+        if since is None or lister is None:
+            return {}
+        try:
+            return await lister(since=since - LIST_MARGIN)
+        except Exception as exc:
+            log.warning("could not list BigQuery jobs; re-attaching one by one", extra={"error": str(exc)})
+            return {}
 
     async def _load_run(self, run_id: str) -> RunState:
         run_row = await self.pool.fetchrow("SELECT workers, cancel_requested FROM runs WHERE run_id = $1", run_id)
@@ -174,14 +216,14 @@ class Runner:
             )
             for r in rows
         }
-        run = RunState(run_id, tables, run_row["workers"], run_row["cancel_requested"])
-        self.runs[run_id] = run
         # A table whose job failed retryably, with attempts left, goes back in line.
         for t in tables.values():
             if t.state == "failed" and t.job_id is not None:
                 job = await self.pool.fetchrow("SELECT retryable FROM jobs WHERE job_id = $1", t.job_id)
                 if job is not None and job["retryable"] and t.attempt < t.config.max_attempts:
                     t.state = "pending"
+        run = RunState(run_id, tables, run_row["workers"], run_row["cancel_requested"])
+        self.runs[run_id] = run
         return run
 
     async def _resume_extracts(self, run: RunState) -> None:
@@ -213,28 +255,50 @@ class Runner:
 
     # ------------------------------------------------------------------ deciding
     async def _advance(self, run: RunState) -> None:
-        """Skip what can no longer run, queue what is ready, finish the run when all is done."""
-        changed = True
-        while changed:
-            changed = False
-            for t in sorted(run.tables.values(), key=lambda x: x.table_id):
-                if run.cancel_requested and t.state == "ready":  # queued, not started: drop it
-                    t.state = "pending"
+        """Skip what can no longer run, queue what is ready, finish the run when all is done.
+
+        Looks at the children of the tables whose state moved since the last call (all pending
+        tables after a load, a retry or a cancel). Calls may interleave (each ``await`` in
+        ``_skip``); every moved table is taken off the queue by exactly one of them."""
+        while True:
+            candidates: set[str] = set()
+            if run.rescan or run.cancel_requested:
+                run.rescan = False
+                for t in run.tables.values():
+                    if run.cancel_requested and t.state == "ready":  # queued, not started: drop it
+                        t.state = "pending"
+                    if t.state == "pending":
+                        candidates.add(t.table_id)
+            moved, run.changed = run.changed, []
+            for tid in moved:
+                state = run.tables[tid].state
+                if state == "succeeded":
+                    for child in run.children.get(tid, ()):
+                        run.unmet[child] -= 1
+                        if run.unmet[child] <= 0:
+                            candidates.add(child)
+                elif state in UPSTREAM_BAD:
+                    candidates.update(run.children.get(tid, ()))
+                elif state == "pending":  # a retry with attempts left
+                    candidates.add(tid)
+            if not candidates:
+                break
+            for tid in sorted(candidates):
+                t = run.tables[tid]
                 if t.state != "pending":
                     continue
                 if run.cancel_requested:
                     await self._skip(run, t, "cancelled", "the run was cancelled")
-                    changed = True
                     continue
                 bad = [p for p in t.parents if run.tables[p].state in UPSTREAM_BAD]
                 if bad:
                     await self._skip(run, t, "upstream_failed", ", ".join(run.tables[p].name for p in bad))
-                    changed = True
-                elif all(run.tables[p].state == "succeeded" for p in t.parents):
+                elif run.unmet[tid] <= 0:
                     t.state = "ready"
                     heapq.heappush(self._ready, (-t.priority, run.run_id, t.table_id))
         self._dispatch()
-        if all(t.state in TERMINAL for t in run.tables.values()) and run.in_flight == 0:
+        if run.in_flight == 0 and not run.finishing and all(t.state in TERMINAL for t in run.tables.values()):
+            run.finishing = True  # one RunFinished, however many callers get here
             await self._finish(run)
 
     def _dispatch(self) -> None:
@@ -294,19 +358,38 @@ class Runner:
         self._spawn(self._execute(job_id, run.run_id, table.table_id, config, submitted=False))
 
     # ------------------------------------------------------------------ executing
-    async def _execute(self, job_id: str, run_id: str | None, table_id: str, config: JobConfig, *, submitted: bool) -> None:
-        """Submit (or adopt) one job, poll it to the end, and record the outcome."""
+    async def _execute(
+        self, job_id: str, run_id: str | None, table_id: str, config: JobConfig, *, submitted: bool,
+        recovered: bool = False, known: Any = None,
+    ) -> None:
+        """Submit (or adopt) one job, poll it to the end, and record the outcome.
+
+        A job found unfinished at start-up is looked up first (``known``: its state from the
+        start-up listing; else one ``jobs.get``). If BigQuery has a job that was only planned (the
+        crash came after the insert), it is adopted without a second insert and polled at once;
+        if not, it is inserted under its recorded id once every unfinished job has been looked up.
+        """
         delay = self.config.poll_initial
         state = None
-        if submitted:
-            state = await self._get(job_id)
+        if submitted or recovered:
+            try:
+                state = known if known is not None else await self._get(job_id)
+            finally:
+                self._unattached -= 1
+                if self._unattached <= 0:
+                    self._attached.set()
+            if state is not None and not submitted:
+                await self._append(f"job-{job_id}", 1, JobSubmitted(job_id=job_id, run_id=run_id, adopted=True))
+            elif state is None:
+                await self._attached.wait()
         if state is None:
-            if config.kind == "query" and self.ensure_dataset is not None:
+            if config.kind == "query" and config.destination and self.ensure_dataset is not None:
                 dataset = config.destination.rsplit(".", 1)[0]
-                async with self._dataset_lock:
-                    if dataset not in self._datasets:
-                        await self._retrying(lambda: self.ensure_dataset(dataset))
-                        self._datasets.add(dataset)
+                if dataset not in self._datasets:
+                    async with self._dataset_locks.setdefault(dataset, asyncio.Lock()):
+                        if dataset not in self._datasets:
+                            await self._retrying(lambda: self.ensure_dataset(dataset))
+                            self._datasets.add(dataset)
             adopted = not await self._retrying(lambda: self.jobs.submit(job_id, config))
             await self._append(f"job-{job_id}", 1, JobSubmitted(job_id=job_id, run_id=run_id, adopted=adopted))
         while state is None or state.state != "DONE":
@@ -334,7 +417,7 @@ class Runner:
                 delay = min(delay * 2, 60.0)
 
     async def _record(self, job_id: str, run_id: str | None, table_id: str, config: JobConfig, state: Any) -> None:
-        version = await self.store.stream_version(f"job-{job_id}") or 0
+        version = 2  # a job's stream: JobPlanned, JobSubmitted, then its outcome
         run = self.runs.get(run_id) if run_id else None
         table = run.tables.get(table_id) if run else None
         if state.error is None:
@@ -350,12 +433,12 @@ class Runner:
                     table.state = "extracting"
                     await self._plan_extract(run, table)
                 else:
-                    table.state = "succeeded"
+                    run.moved(table, "succeeded")
         elif state.error.reason == "stopped" or (run is not None and run.cancel_requested):
             await self._append(f"job-{job_id}", version, JobCancelled(job_id=job_id, run_id=run_id, table_id=table_id))
             if run is not None and table is not None:
                 self._release(run)
-                table.state = "cancelled"
+                run.moved(table, "cancelled")
         else:
             err = state.error
             await self._append(f"job-{job_id}", version, JobFailed(
@@ -366,9 +449,9 @@ class Runner:
                 self._release(run)
                 if err.retryable and table.attempt < config.max_attempts and config.kind == "query":
                     await asyncio.sleep(self.config.retry_delay * table.attempt)
-                    table.state = "pending"
+                    run.moved(table, "pending")
                 else:
-                    table.state = "failed"
+                    run.moved(table, "failed")
         if run is not None:
             await self._advance(run)
         else:
@@ -381,7 +464,7 @@ class Runner:
 
     # ------------------------------------------------------------------ endings
     async def _skip(self, run: RunState, table: TableState, reason: str, detail: str) -> None:
-        table.state = "skipped" if reason != "cancelled" else "cancelled"
+        run.moved(table, "skipped" if reason != "cancelled" else "cancelled")
         job_id = self.job_id_for(run.run_id, table.table_id, max(table.attempt, 1), "skip")
         await self._append(f"job-{job_id}", NO_STREAM, JobSkipped(
             job_id=job_id, run_id=run.run_id, table_id=table.table_id, reason=reason, detail=detail,  # type: ignore[arg-type]
