@@ -159,9 +159,12 @@ def token() -> None:
 
 @token.command("create")
 @database_options
-@click.option("--user", "user_id", default="bootstrap-admin", show_default=True, help="User the token acts as.")
+@click.option(
+    "--user", "user_id", default="bootstrap-admin", show_default=True,
+    help="User the token acts as; a missing one is created as a service user (no login).",
+)
 @click.option("--name", default="cli", show_default=True, help="A name to recognise the token by.")
-@click.option("--admin/--no-admin", default=False, help="Grant administrator rights.")
+@click.option("--admin/--no-admin", default=False, help="Make a new service user an administrator, or promote the user.")
 @click.option("--expires-in-days", type=click.IntRange(min=1), default=None, help="Expire after N days.")
 @click.pass_context
 def token_create(
@@ -182,10 +185,10 @@ def token_create(
         from maestro.runtime import open_runtime
 
         runtime = await open_runtime(settings, follow=False)
+        actor = Metadata(actor=f"cli:{getpass.getuser()}")
         try:
-            return await runtime.tokens.create(
-                user_id, name, Metadata(actor=f"cli:{getpass.getuser()}"), admin=admin, expires_at=expires
-            )
+            # Whoever runs the CLI holds the database: the same trust as the bootstrap token.
+            return await runtime.tokens.create(user_id, name, actor, expires_at=expires, admin=admin)
         finally:
             await runtime.close()
 

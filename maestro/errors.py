@@ -126,6 +126,19 @@ class Unauthenticated(MaestroError):
     status = 401
 
 
+class CredentialsRefused(Unauthenticated):
+    """A token or session was presented and refused.
+
+    The message is the same for every cause, so a caller learns nothing about which credentials
+    exist; ``reason`` (never sent to the client) says which for the audit trail.
+    """
+
+    def __init__(self, message: str, *, reason: str, credential_id: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.credential_id = credential_id
+
+
 class Forbidden(MaestroError):
     """You are authenticated but not allowed to do this."""
 
@@ -138,6 +151,24 @@ class IdentityProviderUnavailable(Unauthenticated):
 
     code = "identity_provider_unavailable"
     status = 503
+
+
+class LoginNotConfigured(ConfigurationError):
+    """Login is not configured yet: an administrator must set the OAuth client first."""
+
+    code = "login_not_configured"
+    status = 503
+
+
+class RateLimited(MaestroError):
+    """Too many failed attempts from this address; wait before trying again."""
+
+    code = "too_many_requests"
+    status = 429
+
+    def __init__(self, retry_after: int, message: str | None = None) -> None:
+        self.retry_after = retry_after  # seconds: the HTTP layer sends it as Retry-After
+        super().__init__(message or f"too many failed attempts; retry in {retry_after} s", retry_after=retry_after)
 
 
 class SecretUnavailable(ConfigurationError):

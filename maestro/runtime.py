@@ -6,8 +6,10 @@ one way in and one way out.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +21,11 @@ from maestro.handlers.catalog import CatalogService
 from maestro.handlers.config import ConfigService, open_config
 from maestro.handlers.config_view import ConfigView
 from maestro.handlers.runs import RunService
+from maestro.handlers.audit import AuditLog
+from maestro.handlers.login import LoginService, OAuthClientConfig, oauth_from_settings
+from maestro.handlers.sessions import SessionService
 from maestro.handlers.tokens import TokenService
+from maestro.handlers.users import UserService
 from maestro.projections import Projection, ProjectionRunner
 from maestro.projections.registry import all_projections
 from maestro.settings import Settings
@@ -48,9 +54,16 @@ class Runtime:
     config: ConfigView | None = None
     config_service: ConfigService | None = None
 
+    # People: set by open_runtime (after construction, so the positional fields above stay put).
+    users: UserService = field(init=False)
+    sessions: SessionService = field(init=False)
+    audit: AuditLog = field(init=False)
+    login: LoginService = field(init=False)
+
     async def close(self) -> None:
         if self.services is not None:
             await self.services.close()
+        await self.login.close()
         if self.config is not None:
             await self.config.stop()
         await self.projections.stop()
@@ -108,7 +121,8 @@ async def open_runtime(
             raise
         catalog = CatalogService(store, settings.project)
         await catalog.refresh()
-        tokens = TokenService(store)
+        users = UserService(store)
+        tokens = TokenService(store, users)
         if follow:
             runner.start()
     except BaseException:
@@ -118,6 +132,7 @@ async def open_runtime(
     runs = RunService(store, catalog, settings.google_project or settings.project)
     runtime = Runtime(settings, dsn, pool, store, runner, catalog, tokens, runs, server)
     runtime.config, runtime.config_service = config, config_service
+    _wire_people(runtime, users)
     runtime.started = {
         "database_ready_s": round(t1 - t0, 3),
         "migrated_s": round(t2 - t1, 3),
@@ -126,3 +141,25 @@ async def open_runtime(
     }
     log.info("maestro runtime open", extra=runtime.started)
     return runtime
+
+
+def _wire_people(runtime: Runtime, users: UserService) -> None:
+    settings = runtime.settings
+    runtime.users = users
+    runtime.sessions = SessionService(runtime.store, dt.timedelta(seconds=settings.session_lifetime))
+    runtime.audit = AuditLog(runtime.store)
+    runtime.login = LoginService(
+        runtime.store, users, runtime.sessions, runtime.audit,
+        source=_oauth_source(runtime), public_url=settings.base_url,
+    )
+
+
+def _oauth_source(runtime: Runtime) -> Callable[[], OAuthClientConfig | None]:
+    """The OAuth client: from the live configuration when it holds one, else from the settings."""
+    from_settings = oauth_from_settings(runtime.settings)
+
+    def source() -> OAuthClientConfig | None:
+        configured = runtime.config.oauth_client() if runtime.config is not None else None
+        return configured or from_settings()  # same fields: issuer, client_id, client_secret, ...
+
+    return source

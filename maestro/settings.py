@@ -7,11 +7,11 @@ Nothing else in Maestro reads ``os.environ``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import platformdirs
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 def _default_data_dir() -> Path:
@@ -60,6 +60,36 @@ class Settings(BaseSettings):
     poll_interval: float = Field(default=1.0, gt=0, description="subscription polling fallback (s)")
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
     shutdown_timeout: float = Field(default=10.0, gt=0)
+
+    # Login with OpenID Connect (docs/auth.md). Until a client id, secret and allowed domains are
+    # set, /login answers 503 and only API tokens (the bootstrap one first) get in.
+    public_url: str | None = Field(
+        default=None, description="the address users reach Maestro at; default http://<host>:<port>"
+    )
+    oidc_issuer: str = Field(default="https://accounts.google.com", description="any OIDC issuer")
+    oidc_client_id: str | None = None
+    oidc_client_secret: SecretStr | None = None
+    oidc_redirect_uri: str | None = Field(default=None, description="default <public_url>/auth/callback")
+    allowed_email_domains: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="comma-separated; exact matches; '*' admits any domain"
+    )
+    auto_enable_domains: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="comma-separated: new users of these domains start enabled"
+    )
+    session_lifetime: int = Field(default=12 * 3600, gt=0, le=30 * 86400, description="seconds")
+    auth_failure_burst: int = Field(default=20, ge=1, description="failed logins/tokens per address, at once")
+    auth_failures_per_minute: float = Field(default=10.0, gt=0, description="and then this many a minute")
+
+    @field_validator("allowed_email_domains", "auto_enable_domains", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [d.strip().lower() for d in value.split(",") if d.strip()]
+        return value
+
+    @property
+    def base_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
 
     @property
     def embedded(self) -> bool:

@@ -107,6 +107,42 @@ SET default_tablespace = '';
 SET default_table_access_method = heap;
 
 --
+-- Name: auth_pending_logins; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.auth_pending_logins (
+    login_hash text NOT NULL,
+    state text NOT NULL,
+    nonce text NOT NULL,
+    code_verifier text NOT NULL,
+    return_to text NOT NULL,
+    expires_at timestamp with time zone NOT NULL
+);
+
+--
+-- Name: auth_sessions; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.auth_sessions (
+    session_id text NOT NULL,
+    user_id text NOT NULL,
+    secret_hash text NOT NULL,
+    created_at timestamp with time zone NOT NULL,
+    expires_at timestamp with time zone NOT NULL,
+    ended_at timestamp with time zone
+);
+
+--
+-- Name: auth_token_usage; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.auth_token_usage (
+    token_id text NOT NULL,
+    last_used_at timestamp with time zone NOT NULL,
+    last_used_by text
+);
+
+--
 -- Name: auth_tokens; Type: TABLE; Schema: public; Owner: -
 --
 
@@ -226,6 +262,27 @@ CREATE SEQUENCE public.events_position_seq
     CACHE 1;
 
 --
+-- Name: group_members; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.group_members (
+    group_id text NOT NULL,
+    user_id text NOT NULL,
+    added_at timestamp with time zone NOT NULL,
+    "position" bigint NOT NULL
+);
+
+--
+-- Name: groups; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.groups (
+    group_id text NOT NULL,
+    name text NOT NULL,
+    created_at timestamp with time zone NOT NULL
+);
+
+--
 -- Name: jobs; Type: TABLE; Schema: public; Owner: -
 --
 
@@ -331,6 +388,45 @@ CREATE TABLE public.schema_migrations (
 );
 
 --
+-- Name: users; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.users (
+    user_id text NOT NULL,
+    kind text NOT NULL,
+    issuer text,
+    subject text,
+    email text,
+    name text,
+    enabled boolean NOT NULL,
+    admin boolean NOT NULL,
+    created_at timestamp with time zone NOT NULL,
+    updated_at timestamp with time zone NOT NULL,
+    CONSTRAINT users_kind_check CHECK ((kind = ANY (ARRAY['person'::text, 'service'::text])))
+);
+
+--
+-- Name: auth_pending_logins auth_pending_logins_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.auth_pending_logins
+    ADD CONSTRAINT auth_pending_logins_pkey PRIMARY KEY (login_hash);
+
+--
+-- Name: auth_sessions auth_sessions_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.auth_sessions
+    ADD CONSTRAINT auth_sessions_pkey PRIMARY KEY (session_id);
+
+--
+-- Name: auth_token_usage auth_token_usage_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.auth_token_usage
+    ADD CONSTRAINT auth_token_usage_pkey PRIMARY KEY (token_id);
+
+--
 -- Name: auth_tokens auth_tokens_pkey; Type: CONSTRAINT; Schema: public; Owner: -
 --
 
@@ -380,6 +476,20 @@ ALTER TABLE ONLY public.events
     ADD CONSTRAINT events_pkey PRIMARY KEY (stream_id, version);
 
 --
+-- Name: group_members group_members_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.group_members
+    ADD CONSTRAINT group_members_pkey PRIMARY KEY (group_id, user_id);
+
+--
+-- Name: groups groups_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.groups
+    ADD CONSTRAINT groups_pkey PRIMARY KEY (group_id);
+
+--
 -- Name: jobs jobs_pkey; Type: CONSTRAINT; Schema: public; Owner: -
 --
 
@@ -422,6 +532,25 @@ ALTER TABLE ONLY public.schema_migrations
     ADD CONSTRAINT schema_migrations_pkey PRIMARY KEY (version);
 
 --
+-- Name: users users_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.users
+    ADD CONSTRAINT users_pkey PRIMARY KEY (user_id);
+
+--
+-- Name: auth_sessions_user; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX auth_sessions_user ON public.auth_sessions USING btree (user_id);
+
+--
+-- Name: auth_tokens_user; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX auth_tokens_user ON public.auth_tokens USING btree (user_id);
+
+--
 -- Name: catalog_frequencies_name; Type: INDEX; Schema: public; Owner: -
 --
 
@@ -458,6 +587,12 @@ CREATE INDEX config_entries_section ON public.config_entries USING btree (sectio
 CREATE INDEX cost_jobs_day ON public.cost_jobs USING btree (day);
 
 --
+-- Name: events_actor_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX events_actor_idx ON public.events USING btree (((metadata ->> 'actor'::text)), "position");
+
+--
 -- Name: events_position_idx; Type: INDEX; Schema: public; Owner: -
 --
 
@@ -468,6 +603,18 @@ CREATE UNIQUE INDEX events_position_idx ON public.events USING btree ("position"
 --
 
 CREATE INDEX events_type_position_idx ON public.events USING btree (type, "position");
+
+--
+-- Name: group_members_user; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX group_members_user ON public.group_members USING btree (user_id, "position");
+
+--
+-- Name: groups_name; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE UNIQUE INDEX groups_name ON public.groups USING btree (lower(name));
 
 --
 -- Name: jobs_run; Type: INDEX; Schema: public; Owner: -
@@ -510,6 +657,12 @@ CREATE INDEX runs_planned_at ON public.runs USING btree (planned_at DESC);
 --
 
 CREATE INDEX runs_status ON public.runs USING btree (status) WHERE (status = 'running'::text);
+
+--
+-- Name: users_identity; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE UNIQUE INDEX users_identity ON public.users USING btree (issuer, subject) WHERE (kind = 'person'::text);
 
 --
 -- Name: events events_append_only_rows; Type: TRIGGER; Schema: public; Owner: -

@@ -155,9 +155,9 @@ async def client(runtime: "Runtime") -> AsyncIterator["TestClient"]:
 
     from maestro.http.app import create_app
 
-    from maestro.events import Metadata
+    from people import user_token
 
-    _, token = await runtime.tokens.create("admin-1", "tests", Metadata(actor="system:tests"), admin=True)
+    token = await user_token(runtime, "admin-1", admin=True)  # a service user: admin, in no group
     app = create_app(runtime.settings, runtime=runtime)
     async with TestClient(TestServer(app), headers={"Authorization": f"Bearer {token}"}) as c:
         yield c

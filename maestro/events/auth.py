@@ -1,4 +1,10 @@
-"""Authentication events: API tokens (users, groups and sessions come with the login work)."""
+"""Authentication events: API tokens, login sessions, and the audit trail of refusals.
+
+Tokens and sessions record only a SHA-256 of their secret: the log is readable by administrators
+and must never let one of them act as someone else. Refusals (a denied login, a rejected token or
+session, a forbidden action) go to a per-day stream ``audit-<YYYY-MM-DD>`` appended with
+``ANY_VERSION``: they are facts for the audit API, never state that anything folds.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,10 @@ from maestro.events.model import Event
 
 
 class ApiTokenCreated(Event):
-    """Only a hash of the secret is recorded; the secret is shown once, to its creator."""
+    """Only a hash of the secret is recorded; the secret is shown once, to its creator.
+
+    ``admin`` is historical: since users exist, a token acts exactly as its user does.
+    """
 
     token_id: str
     user_id: str
@@ -20,3 +29,56 @@ class ApiTokenCreated(Event):
 
 class ApiTokenRevoked(Event):
     token_id: str
+
+
+class SessionStarted(Event):
+    """A login succeeded; the browser holds the session's secret in a cookie."""
+
+    session_id: str
+    user_id: str
+    secret_hash: str
+    expires_at: dt.datetime
+    address: str | None = None
+
+
+class SessionEnded(Event):
+    session_id: str
+    reason: str = "logout"
+
+
+# ---------------------------------------------------------------------- audit (stream audit-<day>)
+class LoginDenied(Event):
+    """A login that did not give a session: a refused callback, an unknown or disabled person."""
+
+    reason: str
+    address: str | None = None
+    email: str | None = None
+    user_id: str | None = None
+
+
+class TokenRejected(Event):
+    """Credentials were presented and refused. ``token_id`` is the public part, when well-formed."""
+
+    reason: str
+    address: str | None = None
+    token_id: str | None = None
+    method: str | None = None
+    path: str | None = None
+
+
+class SessionRejected(Event):
+    reason: str
+    address: str | None = None
+    session_id: str | None = None
+    method: str | None = None
+    path: str | None = None
+
+
+class AccessDenied(Event):
+    """An authenticated user asked for something their rules do not allow."""
+
+    rule: str
+    user_id: str
+    method: str
+    path: str
+    address: str | None = None

@@ -6,9 +6,11 @@ It polls with backoff and appends the outcome with the job's statistics. A failu
 table's descendants in the run ``upstream_failed``; independent branches go on.
 
 Everything it knows is in the log (and the inline ``runs`` projection). At start-up it reloads
-every unfinished run and re-attaches every job planned but not finished (``jobs.get``), or
-submits it under its recorded id if BigQuery never saw it, so ``kill -9`` at any instant loses
-nothing and bills nothing twice. Only one process runs jobs per database (a leader lock).
+every unfinished run and re-attaches every job planned but not finished: one ``jobs.list`` since
+the oldest of them was planned gives their states (a ``jobs.get`` each for any it does not show);
+a job only planned that BigQuery has is adopted, and one BigQuery never saw is inserted under its
+recorded id once all are looked up. So ``kill -9`` at any instant loses nothing and bills nothing
+twice (tests/integration/test_crash.py). Only one process runs jobs per database (a leader lock).
 """
 
 from __future__ import annotations

@@ -8,10 +8,12 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from maestro.http import catalog, config, history, ops, runs
-from maestro.http.auth import auth_middleware
+from maestro.http import access, login, people
+from maestro.http.auth import LIMITER, auth_middleware
 from maestro.http.errors import error_middleware
 from maestro.http.keys import METRICS, RUNTIME, SETTINGS
 from maestro.http.metrics import Metrics
+from maestro.http.ratelimit import FailureLimiter
 from maestro.runtime import Runtime, open_runtime
 from maestro.settings import Settings
 
@@ -21,6 +23,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> web.App
     app = web.Application(middlewares=[error_middleware, auth_middleware], client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app[METRICS] = Metrics(CollectorRegistry(auto_describe=True))
+    app[LIMITER] = FailureLimiter(settings.auth_failure_burst, settings.auth_failures_per_minute)
 
     async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
         owned = runtime is None
@@ -44,5 +47,8 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> web.App
     history.add_routes(app)
     catalog.add_routes(app)
     runs.add_routes(app)
+    login.add_routes(app)
+    people.add_routes(app)
+    access.add_routes(app)
     config.add_routes(app)
     return app

@@ -1,40 +1,120 @@
-"""Authentication of API requests: ``Authorization: Bearer <token>`` or ``X-Api-Token``.
+"""Authentication and authorization of every request, in one middleware.
 
-Every ``/api/`` route needs a valid token except the OpenAPI document; ``/healthz`` and
-``/metrics`` are for infrastructure and stay open. (Login with Google OAuth, sessions and the
-per-route authorization table arrive with the people-and-secrets work.)
+The request's route is looked up in the declarative table (``maestro.http.routing``) and its rule
+decides: ``public`` routes run without looking at credentials; every other rule needs a principal,
+from ``Authorization: Bearer <token>``, ``X-Api-Token`` (clients of the original) or the session
+cookie, in that order; then ``read`` admits any enabled user, ``admin`` only administrators, and
+``write`` administrators and members of the groups the request touches (``maestro.http.rules``).
+Handlers never check permissions themselves.
+
+Refusals: missing credentials → 401; credentials refused (wrong, expired, revoked, malformed, or
+the user disabled) → 401 with one message per kind, audited, and counted against the client
+address (429 with Retry-After once its budget is spent); a cookie-authenticated write without the
+CSRF header → 403; a rule not met → 403 naming the rule, audited. Nothing else is appended.
 """
 
 from __future__ import annotations
 
+from typing import NoReturn
+
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from maestro.errors import Forbidden, Unauthenticated
-from maestro.handlers.tokens import REFUSED, Principal
+from maestro.errors import CredentialsRefused, Forbidden, RateLimited, Unauthenticated
+from maestro.events.auth import AccessDenied, SessionRejected, TokenRejected
+from maestro.handlers.principal import Principal
+from maestro.handlers.sessions import csrf_matches
 from maestro.http.keys import PRINCIPAL, RUNTIME
+from maestro.http.ratelimit import FailureLimiter
+from maestro.http.routing import RULES, Route, route_of
+from maestro.http.rules import write_problem
 
-PUBLIC = frozenset({"/api/v1/openapi.json"})
+# __Host-: the browser accepts these only if Secure, for Path=/ and without Domain, so neither a
+# sibling subdomain nor a plain-http page can plant or overwrite them.
+SESSION_COOKIE = "__Host-maestro_session"
+CSRF_COOKIE = "__Host-maestro_csrf"
+CSRF_HEADER = "X-CSRF-Token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+LIMITER = web.AppKey("auth_limiter", FailureLimiter)
+NO_CREDENTIALS = (
+    "authentication required: send Authorization: Bearer <API token>, or log in at /login"
+)
 
 
-def token_from(request: web.Request) -> str | None:
+def client_address(request: web.Request) -> str:
+    return request.remote or "unknown"
+
+
+def _presented_token(request: web.Request) -> str | None:
     header = request.headers.get("Authorization")
     if header is not None:
         scheme, _, value = header.partition(" ")
-        if scheme.lower() != "bearer" or not value.strip():
-            raise Unauthenticated(REFUSED)
-        return value.strip()
+        # Another scheme (Basic...) is a malformed token, refused like any bad token.
+        return value.strip() if scheme.lower() == "bearer" else ""
     return request.headers.get("X-Api-Token")  # clients of the original send this
+
+
+async def authenticate(request: web.Request) -> Principal:
+    runtime = request.app[RUNTIME]
+    token = _presented_token(request)
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if token is None and cookie is None:
+        raise Unauthenticated(NO_CREDENTIALS)
+    address = client_address(request)
+    limiter = request.app[LIMITER]
+    wait = limiter.retry_after(address)
+    if wait is not None:
+        raise RateLimited(wait)
+    try:
+        if token is not None:
+            return await runtime.tokens.verify(token, address=address)
+        who = await runtime.sessions.verify(cookie or "")
+    except CredentialsRefused as exc:
+        limiter.failed(address)
+        where = {"address": address, "method": request.method, "path": request.path}
+        if token is not None:
+            await runtime.audit.record(TokenRejected(reason=exc.reason, token_id=exc.credential_id, **where))
+        else:
+            await runtime.audit.record(SessionRejected(reason=exc.reason, session_id=exc.credential_id, **where))
+        raise
+    if request.method not in SAFE_METHODS and not csrf_matches(cookie or "", request.headers.get(CSRF_HEADER)):
+        await deny(request, who, "csrf", f"a write with the session cookie must send the {CSRF_HEADER} header "
+                                         f"(its value is in the {CSRF_COOKIE} cookie and in GET /api/v1/me)")
+    return who
+
+
+async def deny(request: web.Request, who: Principal, rule: str, why: str) -> NoReturn:
+    event = AccessDenied(rule=rule, user_id=who.user_id, method=request.method, path=request.path,
+                         address=client_address(request))
+    await request.app[RUNTIME].audit.record(event, who.actor)
+    raise Forbidden(f"forbidden by rule '{rule}': {why}", rule=rule)
+
+
+async def authorize(route: Route, request: web.Request, who: Principal) -> None:
+    if route.rule == "read" or (who.admin and route.rule in RULES):
+        return
+    if route.rule == "admin":
+        await deny(request, who, "admin", "only administrators may do this")
+    if route.rule == "write":
+        problem = await write_problem(request, who)
+        if problem is not None:
+            await deny(request, who, "write", problem)
+        return
+    raise Forbidden(f"the route declares an unknown rule {route.rule!r}: nobody may call it")
 
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if not request.path.startswith("/api/") or request.path in PUBLIC:
+    route = route_of(request)
+    if route is None:
+        if request.match_info.http_exception is not None:
+            return await handler(request)  # 404 or 405: nothing to authorize
+        raise Forbidden("this route declares no authorization rule, so nobody may call it")
+    if route.rule == "public":
         return await handler(request)
-    token = token_from(request)
-    if token is None:
-        raise Unauthenticated("authentication required: send Authorization: Bearer <token>")
-    request[PRINCIPAL] = await request.app[RUNTIME].tokens.verify(token)
+    who = await authenticate(request)
+    request[PRINCIPAL] = who
+    await authorize(route, request, who)
     return await handler(request)
 
 
@@ -43,7 +123,8 @@ def principal(request: web.Request) -> Principal:
 
 
 def require_admin(request: web.Request) -> Principal:
+    """Kept for handlers written before the rule table; the middleware has already checked."""
     who = request[PRINCIPAL]
     if not who.admin:
-        raise Forbidden("this action needs an administrator (rule: admin)")
+        raise Forbidden("forbidden by rule 'admin': only administrators may do this", rule="admin")
     return who

@@ -13,7 +13,7 @@ from maestro.handlers import lineage
 from maestro.errors import NotFound, ValidationFailed
 from maestro.events.catalog import DatasetName, DatasetRegistered, FrequencySpec, ProjectId, TableSpec
 from maestro.handlers.catalog import validate_spec
-from maestro.http.auth import principal, require_admin
+from maestro.http.auth import principal
 from maestro.http.keys import RUNTIME
 from maestro.http.routing import Route, register, routes
 from maestro.http.validation import parse_body, parse_query
@@ -116,8 +116,16 @@ def _row_view(r: Any) -> dict[str, Any]:
 
 
 async def create_table(request: web.Request) -> web.Response:
-    spec = validate_spec(await _json_body(request))
-    view = await _catalog(request).create_table(spec, principal(request).metadata())
+    who = principal(request)
+    body = await _json_body(request)
+    # Who creates a table owns it (and is billed for it); it belongs to their first group unless
+    # they name one (the write rule has checked that they may).
+    body.setdefault("owner_id", who.user_id)
+    if "group_id" not in body and who.groups:
+        body["group_id"] = who.groups[0]
+    await _known_group(request, body.get("group_id"))
+    spec = validate_spec(body)
+    view = await _catalog(request).create_table(spec, who.metadata())
     return _json(_with_deps(request, view.to_dict()), status=201)
 
 
@@ -134,8 +142,14 @@ def _with_deps(request: web.Request, body: dict[str, Any]) -> dict[str, Any]:
     return {**body, "dependencies": _catalog(request).dependencies(body["id"])}
 
 
+async def _known_group(request: web.Request, group_id: Any) -> None:
+    if isinstance(group_id, str) and not await request.app[RUNTIME].users.group_exists(group_id):
+        raise ValidationFailed(f"group_id: no group {group_id!r}", problems=[{"field": "group_id", "message": "no such group"}])
+
+
 async def _changes(request: web.Request, *, partial: bool) -> tuple[dict[str, Any], int | None]:
     body = await _json_body(request)
+    await _known_group(request, body.get("group_id"))
     expected = body.pop("version", None)
     if expected is not None and (not isinstance(expected, int) or isinstance(expected, bool)):
         raise ValidationFailed("version: must be an integer (the version you read)")
@@ -160,6 +174,11 @@ async def patch_table(request: web.Request) -> web.Response:
 
 async def put_table(request: web.Request) -> web.Response:
     spec, expected = await _changes(request, partial=False)
+    # A replaced definition keeps its group and owner unless the body names them: leaving them
+    # out is not a request to orphan the table (which would lock its group's members out).
+    current = (await _catalog(request).get_table(request.match_info["table_id"])).to_dict()
+    for key in ("group_id", "owner_id"):
+        spec.setdefault(key, current.get(key))
     view = await _catalog(request).update_table(
         request.match_info["table_id"], spec, principal(request).metadata(),
         expected_version=expected, replace=True,
@@ -294,9 +313,8 @@ async def _frequency(request: web.Request, frequency_id: str) -> dict[str, Any]:
 
 
 async def create_frequency(request: web.Request) -> web.Response:
-    who = require_admin(request)
     spec = await parse_body(FrequencySpec, request)
-    frequency_id = await _catalog(request).create_frequency(spec, who.metadata())
+    frequency_id = await _catalog(request).create_frequency(spec, principal(request).metadata())
     return _json(await _frequency(request, frequency_id), status=201)
 
 
@@ -305,10 +323,11 @@ async def get_frequency(request: web.Request) -> web.Response:
 
 
 async def patch_frequency(request: web.Request) -> web.Response:
-    who = require_admin(request)
     patch = await parse_body(FrequencyPatch, request)
     frequency_id = request.match_info["frequency_id"]
-    await _catalog(request).update_frequency(frequency_id, patch.model_dump(exclude_none=True), who.metadata())
+    await _catalog(request).update_frequency(
+        frequency_id, patch.model_dump(exclude_none=True), principal(request).metadata()
+    )
     return _json(await _frequency(request, frequency_id))
 
 
@@ -335,32 +354,31 @@ async def list_datasets(request: web.Request) -> web.Response:
 
 
 async def register_dataset(request: web.Request) -> web.Response:
-    who = require_admin(request)
     body = await parse_body(DatasetBody, request)
-    await _catalog(request).register_dataset(DatasetRegistered(**body.model_dump()), who.metadata())
+    await _catalog(request).register_dataset(DatasetRegistered(**body.model_dump()), principal(request).metadata())
     return _json(body.model_dump(), status=201)
 
 
 ROUTES = routes(
-    Route("GET", "/api/v1/tables", list_tables, "List tables (filters, text search, pagination)", query=TableListQuery, tag="tables"),
+    Route("GET", "/api/v1/tables", list_tables, "List tables (filters, text search, pagination)", query=TableListQuery, rule="read", tag="tables"),
     Route("POST", "/api/v1/tables", create_table, "Create a table", rule="write", body=TableSpec, status=201, tag="tables"),
-    Route("GET", "/api/v1/tables/{table_id}", get_table, "A table, now or as of an instant", query=AsOfQuery, tag="tables"),
+    Route("GET", "/api/v1/tables/{table_id}", get_table, "A table, now or as of an instant", query=AsOfQuery, rule="read", tag="tables"),
     Route("PATCH", "/api/v1/tables/{table_id}", patch_table, "Change some fields (optionally at an expected version)", rule="write", tag="tables"),
     Route("PUT", "/api/v1/tables/{table_id}", put_table, "Replace the whole definition", rule="write", body=TableSpec, tag="tables"),
     Route("DELETE", "/api/v1/tables/{table_id}", delete_table, "Delete a table (soft)", rule="write", tag="tables"),
     Route("POST", "/api/v1/tables/{table_id}/restore", restore_table, "Undelete, or bring back an old version", rule="write", body=RestoreBody, tag="tables"),
-    Route("GET", "/api/v1/tables/{table_id}/history", table_history, "Every version: who, when, what changed", tag="tables"),
-    Route("GET", "/api/v1/tables/{table_id}/parents", table_parents, "Tables this one reads, and external sources", tag="dependencies"),
-    Route("GET", "/api/v1/tables/{table_id}/children", table_children, "Tables that read this one", tag="dependencies"),
-    Route("GET", "/api/v1/tables/{table_id}/lineage", table_lineage, "Source columns of an output column", query=ColumnQuery, tag="dependencies"),
-    Route("GET", "/api/v1/tables/{table_id}/impact", table_impact, "Downstream tables and columns that depend on a column", query=ColumnQuery, tag="dependencies"),
-    Route("GET", "/api/v1/graph", graph, "The whole DAG, or a subgraph around a table", query=GraphQuery, tag="dependencies"),
-    Route("GET", "/api/v1/catalog", catalog_as_of, "The whole catalog as of an instant", query=CatalogAsOfQuery, tag="tables"),
-    Route("GET", "/api/v1/frequencies", list_frequencies, "List frequencies", tag="frequencies"),
+    Route("GET", "/api/v1/tables/{table_id}/history", table_history, "Every version: who, when, what changed", rule="read", tag="tables"),
+    Route("GET", "/api/v1/tables/{table_id}/parents", table_parents, "Tables this one reads, and external sources", rule="read", tag="dependencies"),
+    Route("GET", "/api/v1/tables/{table_id}/children", table_children, "Tables that read this one", rule="read", tag="dependencies"),
+    Route("GET", "/api/v1/tables/{table_id}/lineage", table_lineage, "Source columns of an output column", query=ColumnQuery, rule="read", tag="dependencies"),
+    Route("GET", "/api/v1/tables/{table_id}/impact", table_impact, "Downstream tables and columns that depend on a column", query=ColumnQuery, rule="read", tag="dependencies"),
+    Route("GET", "/api/v1/graph", graph, "The whole DAG, or a subgraph around a table", query=GraphQuery, rule="read", tag="dependencies"),
+    Route("GET", "/api/v1/catalog", catalog_as_of, "The whole catalog as of an instant", query=CatalogAsOfQuery, rule="read", tag="tables"),
+    Route("GET", "/api/v1/frequencies", list_frequencies, "List frequencies", rule="read", tag="frequencies"),
     Route("POST", "/api/v1/frequencies", create_frequency, "Create a frequency", rule="admin", body=FrequencySpec, status=201, tag="frequencies"),
-    Route("GET", "/api/v1/frequencies/{frequency_id}", get_frequency, "A frequency", tag="frequencies"),
+    Route("GET", "/api/v1/frequencies/{frequency_id}", get_frequency, "A frequency", rule="read", tag="frequencies"),
     Route("PATCH", "/api/v1/frequencies/{frequency_id}", patch_frequency, "Change a frequency", rule="admin", body=FrequencyPatch, tag="frequencies"),
-    Route("GET", "/api/v1/datasets", list_datasets, "Datasets (registered or used by tables)", tag="datasets"),
+    Route("GET", "/api/v1/datasets", list_datasets, "Datasets (registered or used by tables)", rule="read", tag="datasets"),
     Route("POST", "/api/v1/datasets", register_dataset, "Register a dataset", rule="admin", body=DatasetBody, status=201, tag="datasets"),
 )
 

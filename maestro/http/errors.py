@@ -39,7 +39,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except MaestroError as exc:
         if exc.status >= 500:
             log.exception("request failed", extra={"path": request.path})
-        return web.json_response({"error": exc.to_dict()}, status=exc.status)
+        response = web.json_response({"error": exc.to_dict()}, status=exc.status)
+        retry_after = getattr(exc, "retry_after", None)
+        if retry_after is not None:
+            response.headers["Retry-After"] = str(retry_after)
+        return response
     except web.HTTPException as exc:
         if exc.status < 400:
             raise  # redirects and the like are not errors

@@ -83,9 +83,9 @@ async def list_streams(request: web.Request) -> web.Response:
 
 
 ROUTES = routes(
-    Route("GET", "/api/v1/events", list_events, "The log in position order, with metadata", query=EventsQuery, tag="history"),
-    Route("GET", "/api/v1/streams", list_streams, "Streams at a glance", query=StreamsQuery, tag="history"),
-    Route("GET", "/api/v1/streams/{stream_id}", get_stream, "One stream's events", query=StreamQuery, tag="history"),
+    Route("GET", "/api/v1/events", list_events, "The log in position order, with metadata", query=EventsQuery, rule="admin", tag="history"),
+    Route("GET", "/api/v1/streams", list_streams, "Streams at a glance", query=StreamsQuery, rule="admin", tag="history"),
+    Route("GET", "/api/v1/streams/{stream_id}", get_stream, "One stream's events", query=StreamQuery, rule="admin", tag="history"),
 )
 
 

@@ -42,7 +42,7 @@ ROUTES = routes(
     Route("GET", "/healthz", healthz, "Liveness and database reachability", rule="public", tag="ops"),
     Route("GET", "/metrics", metrics, "Prometheus metrics", rule="public", tag="ops"),
     Route("GET", "/api/v1/openapi.json", openapi_document, "This document", rule="public", tag="ops"),
-    Route("GET", "/api/v1/projections", projections_status, "Projection checkpoints, lag, errors", tag="ops"),
+    Route("GET", "/api/v1/projections", projections_status, "Projection checkpoints, lag, errors", rule="read", tag="ops"),
 )
 
 

@@ -1,7 +1,15 @@
 """One declarative table of routes: what each does, what it takes, and who may call it.
 
-The same table registers the aiohttp routes and produces the OpenAPI document, so the two cannot
-drift apart; the authorization work builds its per-route rules on ``rule``.
+The same table registers the aiohttp routes, produces the OpenAPI document, and gives the one
+authorization middleware (``maestro.http.auth``) each route's ``rule``:
+
+- ``public``: anyone, no credentials looked at;
+- ``read``: any enabled user;
+- ``write``: administrators, and members of the group of the table the route names
+  (``{table_id}``) and of any ``group_id`` in the body (docs/auth.md);
+- ``admin``: administrators only.
+
+A route without a rule is refused to everyone (fail closed), and the route-matrix test fails.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ from aiohttp import web
 from pydantic import BaseModel
 
 Rule = Literal["public", "read", "write", "admin"]
+RULES: tuple[Rule, ...] = ("public", "read", "write", "admin")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -23,7 +32,7 @@ class Route:
     path: str
     handler: Handler
     summary: str
-    rule: Rule = "read"
+    rule: Rule | None = None  # None: no rule declared, so nobody may call it
     body: type[BaseModel] | None = None
     query: type[BaseModel] | None = None
     status: int = 200
@@ -38,9 +47,22 @@ def routes(*items: Route) -> list[Route]:
     return list(items)
 
 
+ROUTE_TABLE = web.AppKey("route_table", dict)
+"""The app's aiohttp route -> our :class:`Route`: how the middleware finds a request's rule."""
+
+
 def register(app: web.Application, items: Iterable[Route]) -> None:
+    table = app.get(ROUTE_TABLE)
+    if table is None:
+        table = app[ROUTE_TABLE] = {}
     for r in items:
-        app.router.add_route(r.method, r.path, r.handler)
+        table[app.router.add_route(r.method, r.path, r.handler)] = r
+
+
+def route_of(request: web.Request) -> Route | None:
+    """The declared route a request matched (None for 404/405 and undeclared routes)."""
+    table = request.app.get(ROUTE_TABLE)
+    return table.get(request.match_info.route) if table is not None else None
 
 
 def openapi(items: Iterable[Route], version: str) -> dict[str, Any]:
@@ -81,7 +103,7 @@ def openapi(items: Iterable[Route], version: str) -> dict[str, Any]:
                 "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{r.body.__name__}"}}},
             }
         if r.rule != "public":
-            op["security"] = [{"bearer": []}, {"apiToken": []}]
+            op["security"] = [{"bearer": []}, {"apiToken": []}, {"session": []}]
         paths.setdefault(_openapi_path(r.path), {})[r.method.lower()] = op
     schemas["Error"] = {
         "type": "object",
@@ -106,6 +128,7 @@ def openapi(items: Iterable[Route], version: str) -> dict[str, Any]:
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer"},
                 "apiToken": {"type": "apiKey", "in": "header", "name": "X-Api-Token"},
+                "session": {"type": "apiKey", "in": "cookie", "name": "__Host-maestro_session"},
             },
         },
     }

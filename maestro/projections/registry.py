@@ -7,14 +7,18 @@ from maestro.projections.catalog import CatalogProjection
 from maestro.projections.config import ConfigProjection
 from maestro.projections.costs import CostsProjection
 from maestro.projections.runs import RunsProjection
+from maestro.projections.sessions import SessionsProjection
 from maestro.projections.streams import StreamsProjection
 from maestro.projections.tokens import TokensProjection
+from maestro.projections.users import UsersProjection
 
 
 def all_projections() -> list[Projection]:
     return [
         CatalogProjection(),
         TokensProjection(),
+        UsersProjection(),
+        SessionsProjection(),
         ConfigProjection(),
         RunsProjection(),
         StreamsProjection(),

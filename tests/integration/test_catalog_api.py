@@ -12,6 +12,7 @@ from maestro.errors import Conflict
 from maestro.events import Metadata
 from maestro.events.catalog import TableSpec
 from maestro.handlers.catalog import CatalogService
+from people import user_token
 
 
 async def _count_events(runtime) -> int:
@@ -230,7 +231,7 @@ async def test_frequencies_validate_and_need_an_admin(client, anon_client, runti
     resp = await client.patch(f"/api/v1/frequencies/{daily['id']}", json={"offset": 90000})
     assert resp.status == 422
 
-    _, plain = await runtime.tokens.create("u-2", "plain", Metadata(actor="system:tests"))
+    plain = await user_token(runtime, "u-2")
     resp = await anon_client.post(
         "/api/v1/frequencies", json={"name": "hourly", "period": 3600}, headers={"Authorization": f"Bearer {plain}"}
     )

@@ -124,11 +124,11 @@ async def test_api_needs_a_token(anon_client) -> None:
 
 
 async def test_x_api_token_header_is_accepted(anon_client, runtime) -> None:
-    from maestro.events import Metadata
+    from people import TESTS, user_token
 
-    _, token = await runtime.tokens.create("u-1", "legacy client", Metadata(actor="system:tests"))
-    resp = await anon_client.get("/api/v1/events", headers={"X-Api-Token": token})
+    token = await user_token(runtime, "u-1")
+    resp = await anon_client.get("/api/v1/tables", headers={"X-Api-Token": token})
     assert resp.status == 200
-    await runtime.tokens.revoke(token.split("_")[1], Metadata(actor="system:tests"))
-    resp = await anon_client.get("/api/v1/events", headers={"X-Api-Token": token})
+    await runtime.tokens.revoke(token.split("_")[1], TESTS)
+    resp = await anon_client.get("/api/v1/tables", headers={"X-Api-Token": token})
     assert resp.status == 401

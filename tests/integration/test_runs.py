@@ -43,7 +43,8 @@ def _rows(services, table: str) -> int:
     return list(client.query(f"SELECT COUNT(*) AS n FROM `maestro-local.{table}`", job_retry=None).result())[0]["n"]
 
 
-async def test_a_frequency_run_executes_in_dependency_order(client, services) -> None:
+async def test_a_frequency_run_executes_in_dependency_order(client, services, runtime) -> None:
+    await runtime.users.create_group("Analytics", ME, group_id="analytics")  # a table's group must exist
     freq = await _frequency(client)
     a = await _table(client, "runs_a", "src", "SELECT 1 AS id UNION ALL SELECT 2", frequency_id=freq)
     b = await _table(client, "runs_a", "mid", "SELECT id * 10 AS v FROM runs_a.src", frequency_id=freq)

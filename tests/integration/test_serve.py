@@ -66,8 +66,10 @@ async def test_serve_embedded_persists_and_shuts_down_cleanly(tmp_path: Path) ->
         assert token_file.stat().st_mode & 0o777 == 0o600
         token = token_file.read_text().strip()
         events = _get(f"http://127.0.0.1:{port}/api/v1/events", token)["events"]
-        assert [e["type"] for e in events] == ["ApiTokenCreated"]
-        assert "secret_hash" in events[0]["data"] and token.split("_")[-1] not in json.dumps(events)
+        # The token acts as the service user bootstrap-admin, an administrator made for it.
+        assert [e["type"] for e in events] == ["ServiceUserCreated", "ApiTokenCreated"]
+        assert events[0]["data"] == {"user_id": "bootstrap-admin", "name": "bootstrap admin", "admin": True}
+        assert "secret_hash" in events[1]["data"] and token.split("_")[-1] not in json.dumps(events)
         # Write one event straight through the embedded server's socket.
         dsn = f"postgresql://postgres:@/maestro?host={data_dir / 'postgres'}"
         conn = await asyncpg.connect(dsn)
@@ -89,7 +91,7 @@ async def test_serve_embedded_persists_and_shuts_down_cleanly(tmp_path: Path) ->
     try:
         _wait_healthy(port, proc, log)
         events = _get(f"http://127.0.0.1:{port}/api/v1/events", token)["events"]
-        assert [e["stream_id"] for e in events] == ["token-bootstrap", "probe-1"]
+        assert [e["stream_id"] for e in events] == ["user-bootstrap-admin", "token-bootstrap", "probe-1"]
     finally:
         assert _stop(proc) == 0
 
@@ -100,6 +102,7 @@ def test_token_create_cli_prints_a_working_token(dsn: str) -> None:
     from maestro.cli import main
 
     result = CliRunner().invoke(main, ["token", "create", "--database-url", dsn, "--user", "ann", "--admin"])
+    # A missing user is created as a service user; --admin makes it an administrator.
     assert result.exit_code == 0, result.output
     token = result.stdout.strip().splitlines()[0]
     assert token.startswith("mae_")
@@ -108,10 +111,14 @@ def test_token_create_cli_prints_a_working_token(dsn: str) -> None:
         from maestro.adapters import postgres
         from maestro.events.store import EventStore
         from maestro.handlers.tokens import TokenService
+        from maestro.handlers.users import UserService
 
         pool = await postgres.create_pool(dsn, min_size=1, max_size=2)
         try:
-            return (await TokenService(EventStore(pool)).verify(token)).user_id
+            store = EventStore(pool)
+            who = await TokenService(store, UserService(store)).verify(token)
+            assert who.admin
+            return who.user_id
         finally:
             await pool.close()
 
