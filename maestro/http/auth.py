@@ -120,11 +120,3 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
 
 def principal(request: web.Request) -> Principal:
     return request[PRINCIPAL]
-
-
-def require_admin(request: web.Request) -> Principal:
-    """Kept for handlers written before the rule table; the middleware has already checked."""
-    who = request[PRINCIPAL]
-    if not who.admin:
-        raise Forbidden("forbidden by rule 'admin': only administrators may do this", rule="admin")
-    return who

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel, SecretStr, create_
 from maestro.errors import NotFound, ValidationFailed
 from maestro.events.config import SECTIONS, SINGLE_SECTIONS, DatabaseName
 from maestro.handlers.config import ConfigService, public_view
-from maestro.http.auth import require_admin
+from maestro.http.auth import principal
 from maestro.http.keys import RUNTIME
 from maestro.http.routing import Route, register, routes
 
@@ -60,7 +60,6 @@ def _section(request: web.Request) -> str:
 
 # ---------------------------------------------------------------------- sections
 async def list_config(request: web.Request) -> web.Response:
-    require_admin(request)
     view = request.app[RUNTIME].config
     return _json({
         "sections": [public_view(s, view.entry(s)) for s in SINGLE_SECTIONS],
@@ -69,13 +68,12 @@ async def list_config(request: web.Request) -> web.Response:
 
 
 async def get_section(request: web.Request) -> web.Response:
-    require_admin(request)
     section = _section(request)
     return _json(public_view(section, await _service(request).current(section)))
 
 
 async def put_section(request: web.Request) -> web.Response:
-    who = require_admin(request)
+    who = principal(request)
     section = _section(request)
     values, version, clear = await _body(request)
     entry = await _service(request).set_section(
@@ -86,13 +84,12 @@ async def put_section(request: web.Request) -> web.Response:
 
 # ---------------------------------------------------------------------- databases
 async def list_databases(request: web.Request) -> web.Response:
-    require_admin(request)
     rows = [e for e in request.app[RUNTIME].config.entries() if e.section == "databases"]
     return _json({"databases": [public_view("databases", e, name=e.name) for e in rows]})
 
 
 async def create_database(request: web.Request) -> web.Response:
-    who = require_admin(request)
+    who = principal(request)
     values, _, _ = await _body(request)
     name = values.pop("name", None)
     entry = await _service(request).add_database(name, values, who.metadata())
@@ -100,7 +97,6 @@ async def create_database(request: web.Request) -> web.Response:
 
 
 async def get_database(request: web.Request) -> web.Response:
-    require_admin(request)
     name = request.match_info["name"]
     entry = await _service(request).current("databases", name)
     if entry is None or entry.deleted:
@@ -109,7 +105,7 @@ async def get_database(request: web.Request) -> web.Response:
 
 
 async def patch_database(request: web.Request) -> web.Response:
-    who = require_admin(request)
+    who = principal(request)
     name = request.match_info["name"]
     values, version, clear = await _body(request)
     if values.pop("name", name) != name:
@@ -121,7 +117,7 @@ async def patch_database(request: web.Request) -> web.Response:
 
 
 async def delete_database(request: web.Request) -> web.Response:
-    who = require_admin(request)
+    who = principal(request)
     name = request.match_info["name"]
     await _service(request).remove_database(name, who.metadata())
     return _json({"name": name, "deleted": True})
