@@ -36,6 +36,8 @@ bench: setup localstack
 	$(BIN)/python -m bench.bench_catalog
 	$(BIN)/python bench/bench_graph.py
 	$(BIN)/python -m bench.bench_scheduler
+	$(BIN)/python -m bench.bench_auth
+	$(BIN)/python -m bench.bench_runs
 
 # Regenerate sql/schema.sql from the numbered migrations (tests fail until it matches).
 schema: setup

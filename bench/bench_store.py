@@ -14,7 +14,6 @@ import asyncio
 import random
 import time
 
-import asyncpg
 
 from bench.common import bench_database, row, run_for
 from maestro.adapters import postgres

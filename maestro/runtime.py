@@ -11,17 +11,15 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
-
-import asyncpg
+from typing import TYPE_CHECKING, Any
 
 from maestro.adapters import embedded_pg, postgres
 from maestro.events.store import EventStore
+from maestro.handlers.audit import AuditLog
 from maestro.handlers.catalog import CatalogService
 from maestro.handlers.config import ConfigService, open_config
 from maestro.handlers.config_view import ConfigView
 from maestro.handlers.runs import RunService
-from maestro.handlers.audit import AuditLog
 from maestro.handlers.login import LoginService, OAuthClientConfig, oauth_from_settings
 from maestro.handlers.sessions import SessionService
 from maestro.handlers.tokens import TokenService
@@ -29,6 +27,9 @@ from maestro.handlers.users import UserService
 from maestro.projections import Projection, ProjectionRunner
 from maestro.projections.registry import all_projections
 from maestro.settings import Settings
+
+if TYPE_CHECKING:
+    import asyncpg
 
 log = logging.getLogger(__name__)
 
@@ -78,15 +79,7 @@ async def resolve_database(settings: Settings) -> tuple[str, embedded_pg.Embedde
     if settings.database_url is not None:
         return settings.database_url, None
     server = await embedded_pg.start_embedded(settings.data_dir / "postgres")
-    conn = await asyncpg.connect(server.dsn)
-    try:
-        exists = await conn.fetchval(
-            "SELECT 1 FROM pg_database WHERE datname = $1", EMBEDDED_DATABASE
-        )
-        if not exists:
-            await conn.execute(f'CREATE DATABASE "{EMBEDDED_DATABASE}"')
-    finally:
-        await conn.close()
+    await postgres.ensure_database(server.dsn, EMBEDDED_DATABASE)
     return server.database_dsn(EMBEDDED_DATABASE), server
 
 
@@ -101,11 +94,7 @@ async def open_runtime(
     dsn, server = await resolve_database(settings)
     try:
         t1 = time.perf_counter()
-        conn = await asyncpg.connect(dsn)
-        try:
-            applied = await postgres.migrate(conn)
-        finally:
-            await conn.close()
+        applied = await postgres.migrate_dsn(dsn)
         t2 = time.perf_counter()
         pool = await postgres.create_pool(
             dsn, min_size=settings.pool_min_size, max_size=settings.pool_max_size

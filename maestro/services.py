@@ -72,7 +72,9 @@ async def start_services(runtime: Runtime, *, stack: localstack.LocalStack | Non
         storage_client = localstack.storage_client(stack)
         signer = google.local_signer(settings.data_dir, settings.project)
         await asyncio.to_thread(google.ensure_bucket, storage_client, settings.gcs_bucket)
-    jobs = BigQueryJobs(bq_client, location=settings.bigquery_location, max_workers=settings.workers)
+    # Threads for the blocking client calls: enough for the jobs in flight, but never one per job
+    # (workers may be large; a poll is a few milliseconds).
+    jobs = BigQueryJobs(bq_client, location=settings.bigquery_location, max_workers=min(settings.workers, 32))
 
     async def files(uris: list[str]) -> list[str]:
         return await expand_extract_uris(storage_client, uris)

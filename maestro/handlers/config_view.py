@@ -35,7 +35,6 @@ from maestro.events.config import (
     SECTIONS,
     ConfigRemoved,
     ConfigSecretsRotated,
-    ConfigState,
     DatabaseSection,
     OAuthSection,
     PricingSection,

@@ -32,7 +32,6 @@ from maestro.events.runs import (
     JobFailed,
     JobPlanned,
     JobSkipped,
-    JobStatistics,
     JobSubmitted,
     JobSucceeded,
     RunFinished,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 
-import pytest
 
 from maestro.adapters.bigquery import job_id_for
 from maestro.events import Metadata
