@@ -2,36 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import sys
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
-from maestro.cli_options import database_options
+from maestro.cli_options import command_settings, database_options, run
 from maestro.errors import MaestroError
-from maestro.logs import configure_logging
-from maestro.settings import Settings, load_settings
 
-T = TypeVar("T")
 log = logging.getLogger("maestro")
-
-
-def _settings(ctx: click.Context, **overrides: Any) -> Settings:
-    settings = load_settings(**overrides)
-    configure_logging(settings.log_level, settings.log_format)
-    return settings
-
-
-def _run(coro_fn: Callable[[], Awaitable[T]]) -> T:
-    try:
-        return asyncio.run(coro_fn())  # type: ignore[arg-type]
-    except MaestroError as exc:
-        click.echo(f"error: {exc.message}", err=True)
-        sys.exit(2)
 
 
 @click.group()
@@ -53,7 +34,7 @@ def serve(ctx: click.Context, **flags: Any) -> None:
 
     from maestro.http.app import create_app
 
-    settings = _settings(ctx, **flags)
+    settings = command_settings(**flags)
     app = create_app(settings)
     try:
         web.run_app(
@@ -75,7 +56,7 @@ def serve(ctx: click.Context, **flags: Any) -> None:
 @click.pass_context
 def migrate(ctx: click.Context, **flags: Any) -> None:
     """Apply pending schema migrations and exit."""
-    settings = _settings(ctx, **flags)
+    settings = command_settings(**flags)
 
     async def go() -> dict[str, Any]:
         from maestro.runtime import open_runtime
@@ -84,7 +65,7 @@ def migrate(ctx: click.Context, **flags: Any) -> None:
         await runtime.close()
         return runtime.started
 
-    started = _run(go)
+    started = run(go)
     applied = started["migrations_applied"]
     click.echo(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")
 
@@ -100,7 +81,7 @@ def projections() -> None:
 @click.pass_context
 def projections_status(ctx: click.Context, as_json: bool, **flags: Any) -> None:
     """Show each projection's checkpoint and lag."""
-    settings = _settings(ctx, **flags)
+    settings = command_settings(**flags)
 
     async def go() -> list[dict[str, Any]]:
         from maestro.runtime import open_runtime
@@ -111,7 +92,7 @@ def projections_status(ctx: click.Context, as_json: bool, **flags: Any) -> None:
         finally:
             await runtime.close()
 
-    rows = _run(go)
+    rows = run(go)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -128,7 +109,7 @@ def projections_status(ctx: click.Context, as_json: bool, **flags: Any) -> None:
 @click.pass_context
 def projections_rebuild(ctx: click.Context, name: str | None, **flags: Any) -> None:
     """Rebuild NAME (or every projection) from position 0."""
-    settings = _settings(ctx, **flags)
+    settings = command_settings(**flags)
 
     async def go() -> list[tuple[str, int, float]]:
         import time
@@ -147,7 +128,7 @@ def projections_rebuild(ctx: click.Context, name: str | None, **flags: Any) -> N
         finally:
             await runtime.close()
 
-    for n, count, seconds in _run(go):
+    for n, count, seconds in run(go):
         click.echo(f"rebuilt {n}: {count} events in {seconds:.2f}s")
 
 
@@ -175,7 +156,7 @@ def token_create(
 
     from maestro.events import Metadata
 
-    settings = _settings(ctx, **flags)
+    settings = command_settings(**flags)
     expires = (
         dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=expires_in_days) if expires_in_days else None
     )
@@ -191,7 +172,7 @@ def token_create(
         finally:
             await runtime.close()
 
-    token_id, secret = _run(go)
+    token_id, secret = run(go)
     click.echo(secret)
     click.echo(f"token {token_id} for {user_id} ({'admin' if admin else 'user'}); store it now, it is not kept", err=True)
 

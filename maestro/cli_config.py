@@ -7,39 +7,17 @@ read from a hidden prompt (``--prompt FIELD``, which also reads a pipe) or a fil
 
 from __future__ import annotations
 
-import asyncio
 import getpass
 import json
-import sys
 import typing
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
-from maestro.cli_options import database_options
-from maestro.errors import MaestroError
+from maestro.cli_options import command_settings, database_options, run
 from maestro.events.config import SECTIONS, SINGLE_SECTIONS
 from maestro.events.model import Metadata
-from maestro.logs import configure_logging
-from maestro.settings import Settings, load_settings
-
-T = TypeVar("T")
-
-
-def _settings(flags: dict[str, Any]) -> Settings:
-    settings = load_settings(**flags)
-    configure_logging(settings.log_level, settings.log_format)
-    return settings
-
-
-def _run(coro_fn: Callable[[], Awaitable[T]]) -> T:
-    try:
-        return asyncio.run(coro_fn())  # type: ignore[arg-type]
-    except MaestroError as exc:
-        click.echo(f"error: {exc.message}", err=True)
-        sys.exit(2)
 
 
 def _actor() -> Metadata:
@@ -63,7 +41,7 @@ def config_show(section: str | None, as_json: bool, **flags: Any) -> None:
     """Show SECTION (or every section); secrets only as set or not set."""
     from maestro.handlers.config import public_view
 
-    settings = _settings(flags)
+    settings = command_settings(**flags)
 
     async def go() -> list[dict[str, Any]]:
         from maestro.runtime import open_runtime
@@ -80,7 +58,7 @@ def config_show(section: str | None, as_json: bool, **flags: Any) -> None:
         finally:
             await runtime.close()
 
-    shown = _run(go)
+    shown = run(go)
     if as_json:
         click.echo(json.dumps(shown, indent=2))
         return
@@ -137,7 +115,7 @@ def config_set(
             values[field] = Path(path).read_text().strip()
         except OSError as exc:
             raise click.UsageError(f"--from-file {field}: cannot read {path!r}: {exc.strerror}") from None
-    settings = _settings(flags)
+    settings = command_settings(**flags)
 
     async def go() -> dict[str, Any]:
         from maestro.handlers.config import public_view
@@ -159,7 +137,7 @@ def config_set(
         finally:
             await runtime.close()
 
-    view = _run(go)
+    view = run(go)
     click.echo(f"{section}{'/' + name if name else ''}: version {view['version']}, "
                f"{'configured' if view['configured'] else 'not configured yet'}")
 
@@ -206,7 +184,7 @@ def secrets_rotate(new_secret_file: Path, **flags: Any) -> None:
     """Re-encrypt every stored credential under the secret in --new-secret-file."""
     from maestro.adapters.secrets import SecretBox
 
-    settings = _settings(flags)
+    settings = command_settings(**flags)
     new_box = SecretBox.from_file(new_secret_file)
 
     async def go() -> Any:
@@ -221,7 +199,7 @@ def secrets_rotate(new_secret_file: Path, **flags: Any) -> None:
         finally:
             await runtime.close()
 
-    report = _run(go)
+    report = run(go)
     click.echo(f"re-encrypted {report.secrets} credential(s) in {report.streams} stream(s): key {report.old_key_id} -> {report.new_key_id}")
     click.echo(
         f"next: 1. restart every Maestro process with --secret-file {new_secret_file} (until then they cannot "
@@ -241,7 +219,7 @@ def secrets_reset(yes: bool, **flags: Any) -> None:
     They must then be entered again (`maestro config set ... --prompt FIELD`)."""
     if not yes:
         raise click.UsageError("this forgets every credential the current secret cannot open; confirm with --yes")
-    settings = _settings(flags)
+    settings = command_settings(**flags)
 
     async def go() -> list[str]:
         from maestro.runtime import open_runtime
@@ -253,7 +231,7 @@ def secrets_reset(yes: bool, **flags: Any) -> None:
         finally:
             await runtime.close()
 
-    cleared = _run(go)
+    cleared = run(go)
     if not cleared:
         click.echo("every stored credential opens with the current secret: nothing to reset")
         return

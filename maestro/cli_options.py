@@ -1,13 +1,37 @@
-"""Options shared by the ``maestro`` commands."""
+"""What the ``maestro`` commands share: database options, settings and running a coroutine."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 from pydantic import SecretStr
+
+from maestro.errors import MaestroError
+from maestro.logs import configure_logging
+from maestro.settings import Settings, load_settings
+
+T = TypeVar("T")
+
+
+def command_settings(**overrides: Any) -> Settings:
+    """Settings from flags over the environment, with logging configured: once per command."""
+    settings = load_settings(**overrides)
+    configure_logging(settings.log_level, settings.log_format)
+    return settings
+
+
+def run(coro_fn: Callable[[], Awaitable[T]]) -> T:
+    """Run a command's coroutine; our errors end the command with their message and exit code 2."""
+    try:
+        return asyncio.run(coro_fn())  # type: ignore[arg-type]
+    except MaestroError as exc:
+        click.echo(f"error: {exc.message}", err=True)
+        sys.exit(2)
 
 
 def database_options(fn: Callable[..., Any]) -> Callable[..., Any]:
