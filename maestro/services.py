@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import json
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +36,34 @@ class Services:
     leader: LeaderLock
     _leader_task: asyncio.Task[None] | None = field(default=None)
     is_leader: bool = False
+    target: str = ""  # where BigQuery calls go now: "local" or "google:<project>"
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def on_config_change(self, section: str, _name: str | None) -> None:
+        if section == "bigquery" and self.runtime.services is self:
+            task = asyncio.get_running_loop().create_task(self.reconfigure())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def reconfigure(self) -> None:
+        """Point BigQuery and Cloud Storage at what the configuration says now, without a restart.
+
+        Jobs in flight keep being polled in their own project (recorded in each job's snapshot).
+        """
+        try:
+            conn = await _connect(self.runtime, self.stack)
+        except Exception:
+            log.exception("the new BigQuery configuration cannot be used; keeping the old one")
+            return
+        if conn.stack is not None and self.stack is None:
+            self.stack, self.owns_stack = conn.stack, True
+        self.bigquery.use(conn.client, location=conn.location)
+        self.storage, self.signer = conn.storage, conn.signer
+        self.runner.config = dataclasses.replace(self.runner.config, bucket=conn.bucket)
+        self.runner.forget_datasets()
+        self.runtime.runs.project = conn.project
+        self.target = conn.target
+        log.info("BigQuery configuration applied", extra={"target": conn.target, "project": conn.project})
 
     async def _lead(self) -> None:
         while not await self.leader.try_acquire():
@@ -43,6 +73,8 @@ class Services:
         await self.runner.start()
 
     async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
         await self.scheduler.stop()
         if self._leader_task is not None:
             self._leader_task.cancel()
@@ -55,43 +87,73 @@ class Services:
             await self.stack.stop()
 
 
+@dataclass
+class _Connection:
+    client: Any
+    storage: Any
+    signer: Any
+    project: str
+    bucket: str
+    location: str | None
+    target: str
+    stack: localstack.LocalStack | None
+
+
+async def _connect(runtime: Runtime, stack: localstack.LocalStack | None) -> _Connection:
+    """Clients for where BigQuery is now: the live configuration's project and service account
+    when both are set, else the ``--google-project`` setting, else the local stack."""
+    settings = runtime.settings
+    config = runtime.config
+    section = config.get("bigquery") if config is not None else None
+    key = config.secret("bigquery", "service_account_json") if section is not None else None
+    if section is not None and section.project and key:
+        client, gcs, signer = google.clients_from_info(json.loads(key), section.project, section.location)
+        return _Connection(client, gcs, signer, section.project, section.bucket or settings.gcs_bucket,
+                           section.location, f"google:{section.project}", stack)
+    if settings.google_project is not None:
+        client, gcs, signer = google.clients(
+            settings.google_project, settings.google_credentials_file, settings.bigquery_location
+        )
+        return _Connection(client, gcs, signer, settings.google_project, settings.gcs_bucket,
+                           settings.bigquery_location, f"google:{settings.google_project}", stack)
+    if stack is None:
+        stack = await localstack.start_local_stack(settings.data_dir / "localstack", project=settings.project)
+    gcs = localstack.storage_client(stack)
+    await asyncio.to_thread(google.ensure_bucket, gcs, settings.gcs_bucket)
+    return _Connection(localstack.bigquery_client(stack), gcs, google.local_signer(settings.data_dir, settings.project),
+                       settings.project, settings.gcs_bucket, None, "local", stack)
+
+
 async def start_services(runtime: Runtime, *, stack: localstack.LocalStack | None = None) -> Services:
     """Connect BigQuery and start the scheduler and the runner election. ``stack`` given: use
     that local stack and leave it running on close (tests share one)."""
     settings = runtime.settings
-    owns_stack = False
-    if settings.google_project is not None:
-        bq_client, storage_client, signer = google.clients(
-            settings.google_project, settings.google_credentials_file, settings.bigquery_location
-        )
-    else:
-        if stack is None:
-            stack = await localstack.start_local_stack(settings.data_dir / "localstack", project=settings.project)
-            owns_stack = True
-        bq_client = localstack.bigquery_client(stack)
-        storage_client = localstack.storage_client(stack)
-        signer = google.local_signer(settings.data_dir, settings.project)
-        await asyncio.to_thread(google.ensure_bucket, storage_client, settings.gcs_bucket)
+    conn = await _connect(runtime, stack)
+    owns_stack = conn.stack is not None and stack is None
     # Threads for the blocking client calls: enough for the jobs in flight, but never one per job
     # (workers may be large; a poll is a few milliseconds).
-    jobs = BigQueryJobs(bq_client, location=settings.bigquery_location, max_workers=min(settings.workers, 32))
+    jobs = BigQueryJobs(conn.client, location=conn.location, max_workers=min(settings.workers, 32))
+    runtime.runs.project = conn.project
+    services: Services
 
     async def files(uris: list[str]) -> list[str]:
-        return await expand_extract_uris(storage_client, uris)
+        return await expand_extract_uris(services.storage, uris)
 
     runner = Runner(
         runtime.store, jobs, job_id_for,
-        RunnerConfig(workers=settings.workers, bucket=settings.gcs_bucket),
+        RunnerConfig(workers=settings.workers, bucket=conn.bucket),
         extract_files=files,
         ensure_dataset=jobs.ensure_dataset,
     )
     scheduler = Scheduler(runtime.runs, tick=settings.scheduler_tick)
     services = Services(
-        runtime, jobs, storage_client, signer, stack, owns_stack, runner, scheduler,
-        LeaderLock(runtime.dsn, RUNNER_LOCK),
+        runtime, jobs, conn.storage, conn.signer, conn.stack, owns_stack, runner, scheduler,
+        LeaderLock(runtime.dsn, RUNNER_LOCK), target=conn.target,
     )
     runtime.bigquery = jobs
     runtime.services = services
+    if runtime.config is not None:
+        runtime.config.on_change(services.on_config_change)
     scheduler.start()
     services._leader_task = asyncio.get_running_loop().create_task(services._lead(), name="runner-leader")
     return services

@@ -99,6 +99,12 @@ class BigQueryJobs:
         # Passed to every call: the client's default retry would block a thread for 10 minutes.
         self._opts: dict[str, Any] = dict(location=location, retry=retry, timeout=request_timeout)
 
+    def use(self, client: bigquery.Client, *, location: str | None) -> None:
+        """Talk through ``client`` from the next call on (the configuration changed, live)."""
+        self.client = client
+        self.location = location
+        self._opts["location"] = location
+
     def close(self) -> None:
         """Stop the pool (requests in flight finish); the client belongs to the caller."""
         self._executor.shutdown(wait=False, cancel_futures=True)

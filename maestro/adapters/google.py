@@ -12,6 +12,16 @@ from google.cloud import bigquery, storage
 from google.oauth2 import service_account
 
 
+def clients_from_info(info: dict[str, Any], project: str, location: str | None) -> tuple[Any, Any, Any]:
+    """(BigQuery client, Storage client, signing credentials) from a service account's JSON key."""
+    creds = service_account.Credentials.from_service_account_info(info)
+    return (
+        bigquery.Client(project=project, credentials=creds, location=location),
+        storage.Client(project=project, credentials=creds),
+        creds,
+    )
+
+
 def clients(project: str, credentials_file: Path | None, location: str | None) -> tuple[Any, Any, Any]:
     """(BigQuery client, Storage client, signing credentials) for a real project.
 

@@ -51,7 +51,7 @@ class Jobs(Protocol):
     """What the runner needs of BigQuery (maestro.adapters.bigquery.BigQueryJobs)."""
 
     async def submit(self, job_id: str, config: JobConfig) -> bool: ...
-    async def get(self, job_id: str) -> Any: ...
+    async def get(self, job_id: str, *, project: str | None = None) -> Any: ...
     async def cancel(self, job_id: str) -> None: ...
 
 
@@ -140,6 +140,10 @@ class Runner:
         self._unattached = 0
         self._stop = asyncio.Event()
         self._main: asyncio.Task[None] | None = None
+
+    def forget_datasets(self) -> None:
+        """Destinations may live elsewhere now (the BigQuery configuration changed)."""
+        self._datasets.clear()
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -374,7 +378,7 @@ class Runner:
         state = None
         if submitted or recovered:
             try:
-                state = known if known is not None else await self._get(job_id)
+                state = known if known is not None else await self._get(job_id, config.project)
             finally:
                 self._unattached -= 1
                 if self._unattached <= 0:
@@ -396,13 +400,14 @@ class Runner:
         while state is None or state.state != "DONE":
             await asyncio.sleep(delay)
             delay = min(delay * 1.5, self.config.poll_max)
-            state = await self._get(job_id)
+            state = await self._get(job_id, config.project)
             if state is None:  # BigQuery lost it (should not happen): submit under the same id
                 await self._retrying(lambda: self.jobs.submit(job_id, config))
         await self._record(job_id, run_id, table_id, config, state)
 
-    async def _get(self, job_id: str) -> Any:
-        return await self._retrying(lambda: self.jobs.get(job_id))
+    async def _get(self, job_id: str, project: str) -> Any:
+        # The job's own project, from its snapshot: the configured project may change while it runs.
+        return await self._retrying(lambda: self.jobs.get(job_id, project=project))
 
     async def _retrying(self, call) -> Any:
         """BigQuery unreachable: keep trying with backoff; nothing is failed for a network blip."""

@@ -50,7 +50,7 @@ class ScriptedBigQuery:
         self.jobs[job_id] = JobState(job_id, "DONE", error, JobStatistics(), [])
         return True
 
-    async def get(self, job_id: str):
+    async def get(self, job_id: str, *, project: str | None = None):
         self.gets.append(job_id)
         if job_id not in self.jobs:
             return None
