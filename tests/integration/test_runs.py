@@ -237,3 +237,25 @@ async def test_cancel_a_run(client, services, runtime) -> None:
     assert set(states) <= {"succeeded", "cancelled"}
     resp = await client.post(f"/api/v1/runs/{run_id}/cancel")
     assert resp.status == 409  # not running any more
+
+
+async def test_workers_bound_jobs_in_flight_and_priority_goes_first(client, services, runtime) -> None:
+    """With one worker, the roots start in order of how many tables depend on them."""
+    freq = await _frequency(client, "prio")
+    low = await _table(client, "runs_w", "low", "SELECT 1 AS x", frequency_id=freq)  # no dependents
+    high = await _table(client, "runs_w", "high", "SELECT 1 AS x", frequency_id=freq)
+    mid = await _table(client, "runs_w", "mid", "SELECT 1 AS x", frequency_id=freq)
+    for i in range(3):
+        await _table(client, "runs_w", f"h{i}", f"SELECT x + {i} AS x FROM runs_w.high", frequency_id=freq)
+    await _table(client, "runs_w", "m0", "SELECT x FROM runs_w.mid", frequency_id=freq)
+    run_id = (await (await client.post("/api/v1/runs", json={"frequency_id": freq, "workers": 1})).json())["id"]
+    run = await _finished(client, run_id)
+    assert run["status"] == "succeeded"
+    jobs = await runtime.pool.fetch(
+        "SELECT table_id, planned_at, finished_at FROM jobs WHERE run_id = $1 ORDER BY planned_at", run_id
+    )
+    order = [j["table_id"] for j in jobs]
+    assert order.index(high) < order.index(mid) < order.index(low)
+    # One worker: every job was planned only after the previous one finished.
+    for before, after in zip(jobs, jobs[1:]):
+        assert before["finished_at"] <= after["planned_at"]
