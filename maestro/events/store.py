@@ -10,10 +10,9 @@ locks, a safe bound below them) and the measurements that chose it over a writer
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -22,6 +21,7 @@ import orjson
 
 from maestro.errors import ConcurrencyConflict, Conflict, MaestroError
 from maestro.events.model import Event, Metadata, RawEvent, RecordedEvent, decode, now
+from maestro.events.signals import Signals, wait_for_wakeup
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +30,6 @@ NO_STREAM = -1
 ANY_VERSION = -2
 """Expected version: append whatever the stream's version."""
 
-NOTIFY_CHANNEL = "maestro_events"
-NOTIFY_INTERVAL = 0.005  # seconds between NOTIFYs to other processes, at most
 # Appends hold this advisory lock in shared mode so that rebuilding an inline projection (which
 # takes it exclusively) sees a log that does not move under it.
 INLINE_PROJECTION_LOCK = 7283002
@@ -91,12 +89,7 @@ class EventStore:
         self._inline: list[InlineProjection] = []
         self._unique_messages: dict[str, str] = {}
         self._append_listeners: list[AppendListener] = []
-        self._wakeups: set[asyncio.Event] = set()
-        self._notify_pending = asyncio.Event()
-        self._notifier_task: asyncio.Task[None] | None = None
-        self._listener_conn: asyncpg.Connection | None = None
-        self._listener_task: asyncio.Task[None] | None = None
-        self._closed = False
+        self.signals = Signals(pool, listen_dsn, poll_interval)
 
     # ---------------------------------------------------------------- configuration
     def add_inline_projection(self, projection: InlineProjection) -> None:
@@ -172,10 +165,7 @@ class EventStore:
         )
         for listener in self._append_listeners:
             listener(result)
-        self._wake_local()
-        self._notify_pending.set()
-        if self._notifier_task is None and not self._closed:
-            self._notifier_task = asyncio.get_running_loop().create_task(self._notify_loop())
+        self.signals.appended()
         return result
 
     async def _translate(
@@ -319,9 +309,7 @@ class EventStore:
         batch_size: int = 1000,
         stop: asyncio.Event | None = None,
     ) -> AsyncIterator[list[RecordedEvent]]:
-        wakeup = asyncio.Event()
-        self._wakeups.add(wakeup)
-        await self._ensure_listener()
+        wakeup = await self.signals.register()
         position = after_position
         # After a wake-up that found nothing (an append with a lower position was still in
         # flight), look again soon rather than a whole poll interval later.
@@ -337,96 +325,16 @@ class EventStore:
                     if len(batch) == batch_size:
                         continue
                 timeout = self.poll_interval if retry == 0.0 else retry
-                woke = await _wait(wakeup, timeout, stop)
+                woke = await wait_for_wakeup(wakeup, timeout, stop)
                 if woke:
                     retry = 0.002 if retry == 0.0 else min(retry * 2, self.poll_interval)
                 else:
                     retry = 0.0 if retry == 0.0 else min(retry * 2, self.poll_interval)
         finally:
-            self._wakeups.discard(wakeup)
-
-    def _wake_local(self) -> None:
-        for wakeup in self._wakeups:
-            wakeup.set()
-
-    async def _ensure_listener(self) -> None:
-        if self._listen_dsn is None or self._listener_conn is not None or self._closed:
-            return
-        if self._listener_task is None:
-            # One connect at a time, owned by the store (not by whichever subscriber asked), so
-            # that close() can always find and close it, even mid-connect.
-            self._listener_task = asyncio.get_running_loop().create_task(self._connect_listener())
-        await asyncio.shield(self._listener_task)
-
-    async def _connect_listener(self) -> None:
-        try:
-            conn = await asyncpg.connect(self._listen_dsn)
-            await conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
-            conn.add_termination_listener(self._on_listener_lost)
-            if self._closed:
-                await conn.close()
-                return
-            self._listener_conn = conn
-        except (OSError, asyncpg.PostgresError) as exc:
-            log.warning("event listener unavailable, polling only", extra={"error": str(exc)})
-        finally:
-            self._listener_task = None
-
-    def _on_notify(self, *_args: Any) -> None:
-        self._wake_local()
-
-    def _on_listener_lost(self, *_args: Any) -> None:
-        # Polling keeps subscribers going; the next subscribe() reconnects.
-        self._listener_conn = None
-
-    async def _notify_loop(self) -> None:
-        """Tell other processes about our appends, coalesced to one NOTIFY per burst.
-
-        NOTIFY inside the append's transaction would take PostgreSQL's global notify lock at
-        every commit and serialize writers; sending it afterwards costs a reader at most one
-        round trip of latency. Under load, at most one NOTIFY per ``NOTIFY_INTERVAL``: each is a
-        transaction of its own, and on two cores a NOTIFY per append cost a third of the append
-        rate (docs/benchmarks.md).
-        """
-        while not self._closed:
-            await self._notify_pending.wait()
-            self._notify_pending.clear()
-            try:
-                await self.pool.execute(f"NOTIFY {NOTIFY_CHANNEL}")
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                log.warning("NOTIFY failed; readers will poll", extra={"error": str(exc)})
-                await asyncio.sleep(self.poll_interval)
-            await asyncio.sleep(NOTIFY_INTERVAL)
+            self.signals.unregister(wakeup)
 
     async def close(self) -> None:
-        self._closed = True
-        if self._listener_task is not None:
-            with contextlib.suppress(Exception):
-                await self._listener_task
-        if self._notifier_task is not None:
-            self._notifier_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._notifier_task
-            self._notifier_task = None
-        if self._listener_conn is not None:
-            with contextlib.suppress(Exception):
-                await self._listener_conn.close()
-            self._listener_conn = None
-        self._wake_local()
-
-
-async def _wait(event: asyncio.Event, timeout: float, stop: asyncio.Event | None) -> bool:
-    """Wait for ``event`` (True) or the timeout (False); return early when ``stop`` is set."""
-    waiters: list[Awaitable[Any]] = [event.wait()]
-    if stop is not None:
-        waiters.append(stop.wait())
-    tasks = [asyncio.ensure_future(w) for w in waiters]
-    try:
-        done, _ = await asyncio.wait(tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
-    return bool(done) and event.is_set()
+        await self.signals.close()
 
 
 def _recorded(
