@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from maestro.errors import ConcurrencyConflict
 from maestro.events.model import Metadata
 from maestro.events.runs import (
     JobCancelled,
@@ -39,7 +40,7 @@ from maestro.events.runs import (
 from maestro.events.store import NO_STREAM, EventStore
 
 log = logging.getLogger(__name__)
-SYSTEM = Metadata(actor="system:runner")
+ACTOR = "system:runner"
 # Listing jobs at start-up from this long before the oldest unfinished job was planned (clock skew
 # between PostgreSQL and BigQuery).
 LIST_MARGIN = dt.timedelta(minutes=10)
@@ -87,6 +88,9 @@ class RunState:
     changed: list[str] = field(default_factory=list)  # table ids whose state moved, to propagate
     rescan: bool = True  # look at every pending table (after loading, a retry, a cancel)
     finishing: bool = False
+    # The correlation id of the run's RunPlanned: every job event of the run carries it, so
+    # "everything this run did" is one audit query.
+    correlation_id: str | None = None
 
     def __post_init__(self) -> None:
         for t in self.tables.values():
@@ -228,6 +232,10 @@ class Runner:
                 if job is not None and job["retryable"] and t.attempt < t.config.max_attempts:
                     t.state = "pending"
         run = RunState(run_id, tables, run_row["workers"], run_row["cancel_requested"])
+        run.correlation_id = await self.pool.fetchval(
+            "SELECT metadata->>'correlation_id' FROM events WHERE stream_id = $1 AND version = 1",
+            f"run-{run_id}",
+        )
         self.runs[run_id] = run
         return run
 
@@ -499,11 +507,22 @@ class Runner:
         self.runs.pop(run.run_id, None)
         log.info("run finished", extra={"run_id": run.run_id, "status": status, "counts": counts})
 
-    async def _append(self, stream: str, expected: int, event: Any, *, conflict_ok: bool = False) -> None:
-        from maestro.errors import ConcurrencyConflict
+    def _metadata(self, stream: str, event: Any) -> Metadata:
+        """Who and why: the runner, within the run's correlation, caused by the run's plan (a job's
+        first event) or by the job's own plan (everything after it)."""
+        run_id = getattr(event, "run_id", None)
+        run = self.runs.get(run_id) if run_id else None
+        if stream.startswith("job-") and not isinstance(event, (JobPlanned, JobSkipped)):
+            causation = f"{stream}@1"
+        else:
+            causation = f"run-{run_id}@1" if run_id else None
+        if run is not None and run.correlation_id:
+            return Metadata(actor=ACTOR, correlation_id=run.correlation_id, causation_id=causation)
+        return Metadata(actor=ACTOR, causation_id=causation)
 
+    async def _append(self, stream: str, expected: int, event: Any, *, conflict_ok: bool = False) -> None:
         try:
-            await self.store.append(stream, expected, [event], SYSTEM)
+            await self.store.append(stream, expected, [event], self._metadata(stream, event))
         except ConcurrencyConflict:
             if not conflict_ok:
                 raise

@@ -21,7 +21,6 @@ from maestro.handlers.runs import RunService
 from maestro.scheduling import Schedule, due_slots, slot_at_or_before
 
 log = logging.getLogger(__name__)
-SYSTEM = Metadata(actor="system:scheduler")
 
 
 class Scheduler:
@@ -56,7 +55,9 @@ class Scheduler:
             for slot in due_slots(schedule, last, now, spec.missed):
                 try:
                     run_id, created = await self.runs.plan_frequency(
-                        row["frequency_id"], slot=slot, trigger="schedule", actor=SYSTEM
+                        row["frequency_id"], slot=slot, trigger="schedule",
+                        # A fresh correlation per slot: each run is its own causal chain.
+                        actor=Metadata(actor="system:scheduler"),
                     )
                 except Exception:
                     log.exception("could not plan a run", extra={"frequency_id": row["frequency_id"]})

@@ -259,3 +259,33 @@ async def test_workers_bound_jobs_in_flight_and_priority_goes_first(client, serv
     # One worker: every job was planned only after the previous one finished.
     for before, after in zip(jobs, jobs[1:]):
         assert before["finished_at"] <= after["planned_at"]
+
+
+async def test_a_runs_events_share_its_correlation_and_name_their_cause(client, services, runtime) -> None:
+    """Audit: everything a run did is one correlation id; each job event says what caused it."""
+    a = await _table(client, "runs_m", "a", "SELECT 1 AS x")
+    await _table(client, "runs_m", "b", "SELECT x FROM runs_m.a")
+    runs = []
+    for _ in range(2):
+        run_id = (await (await client.post(f"/api/v1/tables/{a}/run", json={"descendants": True})).json())["id"]
+        assert (await _finished(client, run_id))["status"] == "succeeded"
+        runs.append(run_id)
+    correlations = []
+    for run_id in runs:
+        rows = await runtime.pool.fetch(
+            "SELECT stream_id, version, type, metadata->>'correlation_id' AS corr, "
+            "metadata->>'causation_id' AS cause, metadata->>'actor' AS actor FROM events "
+            "WHERE stream_id = $1 OR data->>'run_id' = $2 ORDER BY position",
+            f"run-{run_id}", run_id,
+        )
+        planned = rows[0]
+        assert planned["type"] == "RunPlanned" and planned["actor"] == "user:admin-1"
+        assert {r["corr"] for r in rows} == {planned["corr"]}
+        for r in rows[1:]:
+            assert r["actor"] == "system:runner"
+            if r["type"] == "JobPlanned" or r["type"] == "RunFinished":
+                assert r["cause"] == f"run-{run_id}@1"
+            else:
+                assert r["cause"] == f"{r['stream_id']}@1"
+        correlations.append(planned["corr"])
+    assert correlations[0] != correlations[1]
