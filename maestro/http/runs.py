@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 from typing import Any, Literal
 
@@ -11,6 +10,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from maestro.errors import ConfigurationError, NotFound, ValidationFailed
+from maestro.handlers import estimates, extracts
 from maestro.http.auth import principal
 from maestro.http.keys import RUNTIME
 from maestro.http.routing import Route, register, routes
@@ -179,37 +179,14 @@ async def run_events(request: web.Request) -> web.StreamResponse:
 
 async def table_extracts(request: web.Request) -> web.Response:
     """The latest successful extract's files, with signed URLs valid for the configured lifetime."""
-    from maestro.adapters.bigquery import signed_url
-
     runtime = request.app[RUNTIME]
-    table_id = request.match_info["table_id"]
-    await runtime.catalog.get_table(table_id)  # 404 for an unknown table
-    row = await runtime.pool.fetchrow(
-        "SELECT job_id, run_id, finished_at, destination_uris::text FROM jobs "
-        "WHERE table_id = $1 AND kind = 'extract' AND state = 'succeeded' ORDER BY finished_at DESC LIMIT 1",
-        table_id,
-    )
-    if row is None:
-        return _json({"id": table_id, "extract": None})
     services = runtime.services
     if services is None:
         raise ConfigurationError("Google Cloud Storage is not available in this process")
+    table_id = request.match_info["table_id"]
     lifetime = dt.timedelta(seconds=runtime.settings.signed_url_lifetime)
-    files = orjson.loads(row["destination_uris"])
-    urls = await asyncio.gather(
-        *(asyncio.to_thread(signed_url, services.storage, uri, lifetime=lifetime, credentials=services.signer) for uri in files)
-    )
-    expires = dt.datetime.now(dt.timezone.utc) + lifetime
-    return _json(
-        {
-            "id": table_id,
-            "extract": {
-                "job_id": row["job_id"], "run_id": row["run_id"], "finished_at": _iso(row["finished_at"]),
-                "expires_at": expires.isoformat(),
-                "files": [{"uri": uri, "url": url} for uri, url in zip(files, urls, strict=True)],
-            },
-        }
-    )
+    extract = await extracts.latest_extract(runtime.catalog, services.storage, services.signer, table_id, lifetime)
+    return _json({"id": table_id, "extract": extract})
 
 
 async def table_jobs(request: web.Request) -> web.Response:
@@ -279,40 +256,17 @@ def _bigquery(request: web.Request):
 
 async def dry_run(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
-    view = await runtime.catalog.get_table(request.match_info["table_id"])
-    if view.spec["kind"] != "summary":
-        raise ValidationFailed(f"a dry run needs a query; this is a {view.spec['kind']} table")
-    result = await _bigquery(request).dry_run(view.spec["query"], legacy_sql=view.spec["legacy_sql"])
-    return _json(_estimate(result, runtime.config.price_per_tib))
-
-
-def _estimate(result: Any, price: float) -> dict[str, Any]:
-    return {
-        "valid": result.valid,
-        "bytes_processed": result.bytes_processed,
-        "usd": round(result.bytes_processed / 2**40 * price, 6),
-        "error": {"reason": result.error.reason, "message": result.error.message} if result.error else None,
-    }
+    return _json(await estimates.dry_run_table(
+        runtime.catalog, _bigquery(request), request.match_info["table_id"], runtime.config.price_per_tib
+    ))
 
 
 async def frequency_plan(request: web.Request) -> web.Response:
     """What the frequency's next run would do: tables, order, and the total estimate."""
     runtime = request.app[RUNTIME]
-    frequency_id = request.match_info["frequency_id"]
-    preview = await runtime.runs.preview(frequency_id)
-    bq = _bigquery(request)
-    estimates = await asyncio.gather(
-        *(bq.dry_run(t["query"], legacy_sql=t["legacy_sql"]) for t in preview["tables"])
-    )
-    price = runtime.config.price_per_tib
-    tables = []
-    for t, est in zip(preview["tables"], estimates, strict=True):
-        tables.append({k: v for k, v in t.items() if k not in ("query", "legacy_sql")} | {"estimate": _estimate(est, price)})
-    total = sum(e.bytes_processed for e in estimates)
-    return _json(
-        {**{k: v for k, v in preview.items() if k != "tables"}, "tables": tables,
-         "total": {"bytes_processed": total, "usd": round(total / 2**40 * price, 6)}}
-    )
+    return _json(await estimates.frequency_plan(
+        runtime.runs, _bigquery(request), request.match_info["frequency_id"], runtime.config.price_per_tib
+    ))
 
 
 ROUTES = routes(
