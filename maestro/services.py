@@ -117,7 +117,10 @@ async def _connect(runtime: Runtime, stack: localstack.LocalStack | None) -> _Co
         return _Connection(client, gcs, signer, settings.google_project, settings.gcs_bucket,
                            settings.bigquery_location, f"google:{settings.google_project}", stack)
     if stack is None:
-        stack = await localstack.start_local_stack(settings.data_dir / "localstack", project=settings.project)
+        stack = await localstack.start_local_stack(
+            settings.data_dir / "localstack", project=settings.project,
+            venv=settings.localbq_venv, fake_gcs_server=settings.fake_gcs_server,
+        )
     gcs = localstack.storage_client(stack)
     await asyncio.to_thread(google.ensure_bucket, gcs, settings.gcs_bucket)
     return _Connection(localstack.bigquery_client(stack), gcs, google.local_signer(settings.data_dir, settings.project),

@@ -47,6 +47,12 @@ class Settings(BaseSettings):
     bigquery_location: str | None = None
     gcs_bucket: str = Field(default="maestro-local", description="extracts are written here")
     local_stack: bool = Field(default=True, description="start local BigQuery/GCS without a project")
+    localbq_venv: Path | None = Field(
+        default=None, description="the local stack's virtualenv (default: <repo>/.venv-localbq)"
+    )
+    fake_gcs_server: Path | None = Field(
+        default=None, description="a fake-gcs-server binary (default: the one in the local stack's venv)"
+    )
     workers: int = Field(default=16, ge=1, description="BigQuery jobs in flight, at most")
     price_per_tib: float = Field(default=6.25, ge=0, description="USD per TiB billed (on-demand)")
     scheduler_tick: float = Field(default=1.0, gt=0, description="seconds between scheduler ticks")

@@ -178,8 +178,13 @@ async def anon_client(runtime: "Runtime") -> AsyncIterator["TestClient"]:
 def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator["LocalStack"]:
     """One local BigQuery + GCS for the whole session (starting one takes ~1.5 s)."""
     from maestro.adapters.localstack import start_local_stack_sync
+    from maestro.settings import Settings
 
-    stack = start_local_stack_sync(tmp_path_factory.mktemp("localstack"), project="maestro-local")
+    settings = Settings()  # MAESTRO_LOCALBQ_VENV / MAESTRO_FAKE_GCS_SERVER, as the service reads them
+    stack = start_local_stack_sync(
+        tmp_path_factory.mktemp("localstack"), project="maestro-local",
+        venv=settings.localbq_venv, fake_gcs_server=settings.fake_gcs_server,
+    )
     try:
         yield stack
     finally:

