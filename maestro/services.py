@@ -40,7 +40,7 @@ class Services:
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     def on_config_change(self, section: str, _name: str | None) -> None:
-        if section == "bigquery" and self.runtime.services is self:
+        if section == "bigquery":
             task = asyncio.get_running_loop().create_task(self.reconfigure())
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -73,6 +73,8 @@ class Services:
         await self.runner.start()
 
     async def close(self) -> None:
+        if self.runtime.config is not None:
+            self.runtime.config.off_change(self.on_config_change)
         for task in list(self._tasks):
             task.cancel()
         await self.scheduler.stop()

@@ -155,6 +155,11 @@ class ConfigView:
         """Call ``listener(section, database name or None)`` after every change, from any process."""
         self._listeners.append(listener)
 
+    def off_change(self, listener: ChangeListener) -> None:
+        """Stop calling ``listener`` (its owner is closing)."""
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
     def follow(self, store: EventStore, after_position: int) -> None:
         async def run() -> None:
             async for batch in store.subscribe_batches(after_position, types=sorted(CONFIG_EVENT_TYPES), stop=self._stop):
