@@ -23,6 +23,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from maestro.errors import InvalidEvent, UnknownEventType
+from maestro.validation import describe
 
 _REGISTRY: dict[str, type[Event]] = {}
 # (type name, from schema version) -> function turning that version's payload into the next one's.
@@ -105,16 +106,8 @@ def decode(type_name: str, schema_version: int, data: str | bytes, position: int
         return cls.model_validate(payload)
     except ValidationError as exc:
         raise InvalidEvent(
-            f"stored {type_name} at position {position} does not validate: {_describe(exc)}"
+            f"stored {type_name} at position {position} does not validate: {describe(exc)[0]}"
         ) from exc
-
-
-def _describe(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "(payload)"
-        parts.append(f"{loc}: {err['msg']}")
-    return "; ".join(parts)
 
 
 def validate_event(cls: type[Event], payload: dict[str, Any]) -> Event:
@@ -122,10 +115,10 @@ def validate_event(cls: type[Event], payload: dict[str, Any]) -> Event:
     try:
         return cls.model_validate(payload)
     except ValidationError as exc:
-        raise InvalidEvent(f"{cls.type_name()} does not validate: {_describe(exc)}") from exc
+        raise InvalidEvent(f"{cls.type_name()} does not validate: {describe(exc)[0]}") from exc
 
 
-def _now() -> dt.datetime:
+def now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
@@ -248,5 +241,3 @@ def category_of(stream_id: str) -> str:
     """``table-42`` -> ``table``; ``run-daily-2026-11-29`` -> ``run``."""
     return stream_id.split("-", 1)[0]
 
-
-now = _now
