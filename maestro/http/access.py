@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
 
-import orjson
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -13,13 +11,9 @@ from maestro.errors import NotFound, ValidationFailed
 from maestro.http.auth import principal
 from maestro.http.keys import RUNTIME
 from maestro.http.routing import Route, register, routes
-from maestro.http.validation import parse_body, parse_query
+from maestro.http.validation import json_response, parse_body, parse_query
 
 MAX_PAGE = 1000
-
-
-def _json(data: Any, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
 
 
 class TokenListQuery(BaseModel):
@@ -39,7 +33,7 @@ async def list_tokens(request: web.Request) -> web.Response:
     if q.all and not who.admin:
         raise ValidationFailed("all: only administrators may list every user's tokens")
     tokens = await request.app[RUNTIME].tokens.list(None if q.all else who.user_id)
-    return _json({"tokens": [t.to_dict() for t in tokens]})
+    return json_response({"tokens": [t.to_dict() for t in tokens]})
 
 
 async def create_token(request: web.Request) -> web.Response:
@@ -52,7 +46,7 @@ async def create_token(request: web.Request) -> web.Response:
     info = await tokens.get(token_id)
     assert info is not None
     # The only time the secret is ever shown: it is stored hashed.
-    return _json({**info.to_dict(), "token": token}, status=201)
+    return json_response({**info.to_dict(), "token": token}, status=201)
 
 
 async def revoke_token(request: web.Request) -> web.Response:
@@ -81,7 +75,7 @@ async def audit(request: web.Request) -> web.Response:
     events = await request.app[RUNTIME].audit.query(
         actor=q.actor, since=q.from_, until=q.to, types=q.type, after=q.after, limit=q.limit
     )
-    return _json({
+    return json_response({
         "events": [e.to_dict() for e in events],
         "next_after": events[-1].position if len(events) == q.limit else None,
     })

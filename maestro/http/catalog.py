@@ -16,27 +16,12 @@ from maestro.handlers.catalog import validate_spec
 from maestro.http.auth import principal
 from maestro.http.keys import RUNTIME
 from maestro.http.routing import Route, register, routes
-from maestro.http.validation import parse_body, parse_query
+from maestro.http.validation import json_object, json_response, parse_body, parse_query, pop_expected_version
 
 MAX_PAGE = 500
 SPEC_FIELDS = frozenset(
     (f.alias or name) for name, f in TableSpec.model_fields.items()
 )
-
-
-def _json(data: Any, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
-
-
-async def _json_body(request: web.Request) -> dict[str, Any]:
-    raw = await request.read()
-    try:
-        body = orjson.loads(raw or b"{}")
-    except orjson.JSONDecodeError as exc:
-        raise ValidationFailed(f"the body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise ValidationFailed("the body must be a JSON object")
-    return body
 
 
 def _catalog(request: web.Request):
@@ -99,7 +84,7 @@ async def list_tables(request: web.Request) -> web.Response:
     )
     tables = [_row_view(r) for r in rows]
     total = rows[0]["total"] if rows else 0
-    return _json({"tables": tables, "total": total, "offset": q.offset, "limit": q.limit})
+    return json_response({"tables": tables, "total": total, "offset": q.offset, "limit": q.limit})
 
 
 def _row_view(r: Any) -> dict[str, Any]:
@@ -117,7 +102,7 @@ def _row_view(r: Any) -> dict[str, Any]:
 
 async def create_table(request: web.Request) -> web.Response:
     who = principal(request)
-    body = await _json_body(request)
+    body = await json_object(request)
     # Who creates a table owns it (and is billed for it); it belongs to their first group unless
     # they name one (the write rule has checked that they may).
     body.setdefault("owner_id", who.user_id)
@@ -126,7 +111,7 @@ async def create_table(request: web.Request) -> web.Response:
     await _known_group(request, body.get("group_id"))
     spec = validate_spec(body)
     view = await _catalog(request).create_table(spec, who.metadata())
-    return _json(_with_deps(request, view.to_dict()), status=201)
+    return json_response(_with_deps(request, view.to_dict()), status=201)
 
 
 async def get_table(request: web.Request) -> web.Response:
@@ -135,7 +120,7 @@ async def get_table(request: web.Request) -> web.Response:
     body = view.to_dict()
     if q.as_of is None:
         body = _with_deps(request, body)
-    return _json(body)
+    return json_response(body)
 
 
 def _with_deps(request: web.Request, body: dict[str, Any]) -> dict[str, Any]:
@@ -148,11 +133,9 @@ async def _known_group(request: web.Request, group_id: Any) -> None:
 
 
 async def _changes(request: web.Request, *, partial: bool) -> tuple[dict[str, Any], int | None]:
-    body = await _json_body(request)
+    body = await json_object(request)
     await _known_group(request, body.get("group_id"))
-    expected = body.pop("version", None)
-    if expected is not None and (not isinstance(expected, int) or isinstance(expected, bool)):
-        raise ValidationFailed("version: must be an integer (the version you read)")
+    expected = pop_expected_version(body)
     unknown = sorted(set(body) - SPEC_FIELDS)
     if unknown:
         raise ValidationFailed(
@@ -169,7 +152,7 @@ async def patch_table(request: web.Request) -> web.Response:
     view = await _catalog(request).update_table(
         request.match_info["table_id"], changes, principal(request).metadata(), expected_version=expected
     )
-    return _json(_with_deps(request, view.to_dict()))
+    return json_response(_with_deps(request, view.to_dict()))
 
 
 async def put_table(request: web.Request) -> web.Response:
@@ -183,12 +166,12 @@ async def put_table(request: web.Request) -> web.Response:
         request.match_info["table_id"], spec, principal(request).metadata(),
         expected_version=expected, replace=True,
     )
-    return _json(_with_deps(request, view.to_dict()))
+    return json_response(_with_deps(request, view.to_dict()))
 
 
 async def delete_table(request: web.Request) -> web.Response:
     view = await _catalog(request).delete_table(request.match_info["table_id"], principal(request).metadata())
-    return _json(view.to_dict())
+    return json_response(view.to_dict())
 
 
 async def restore_table(request: web.Request) -> web.Response:
@@ -196,12 +179,12 @@ async def restore_table(request: web.Request) -> web.Response:
     view = await _catalog(request).restore_table(
         request.match_info["table_id"], principal(request).metadata(), version=body.version
     )
-    return _json(_with_deps(request, view.to_dict()))
+    return json_response(_with_deps(request, view.to_dict()))
 
 
 async def table_history(request: web.Request) -> web.Response:
     table_id = request.match_info["table_id"]
-    return _json({"id": table_id, "versions": await _catalog(request).history(table_id)})
+    return json_response({"id": table_id, "versions": await _catalog(request).history(table_id)})
 
 
 def _summaries(request: web.Request, ids: list[str]) -> list[dict[str, Any]]:
@@ -225,13 +208,13 @@ async def _live(request: web.Request) -> str:
 async def table_parents(request: web.Request) -> web.Response:
     table_id = await _live(request)
     deps = _catalog(request).dependencies(table_id)
-    return _json({"parents": _summaries(request, deps["parents"]), "external": deps["external"]})
+    return json_response({"parents": _summaries(request, deps["parents"]), "external": deps["external"]})
 
 
 async def table_children(request: web.Request) -> web.Response:
     table_id = await _live(request)
     deps = _catalog(request).dependencies(table_id)
-    return _json({"children": _summaries(request, deps["children"])})
+    return json_response({"children": _summaries(request, deps["children"])})
 
 
 async def graph(request: web.Request) -> web.Response:
@@ -255,21 +238,21 @@ async def graph(request: web.Request) -> web.Response:
         if n in catalog.deps.entries
     ]
     edges = [{"parent": p, "child": c} for p, c in g.edges()]
-    return _json({"nodes": nodes, "edges": edges, "generations": g.topological_generations()})
+    return json_response({"nodes": nodes, "edges": edges, "generations": g.topological_generations()})
 
 
 async def table_lineage(request: web.Request) -> web.Response:
     q = parse_query(ColumnQuery, request)
     table_id = await _live(request)
     sources = await lineage.column_sources(request.app[RUNTIME].catalog, table_id, q.column)
-    return _json({"id": table_id, "column": q.column, "sources": sources})
+    return json_response({"id": table_id, "column": q.column, "sources": sources})
 
 
 async def table_impact(request: web.Request) -> web.Response:
     q = parse_query(ColumnQuery, request)
     table_id = await _live(request)
     impacted = await lineage.impact(request.app[RUNTIME].catalog, table_id, q.column)
-    return _json({"id": table_id, "column": q.column, "impacted": impacted})
+    return json_response({"id": table_id, "column": q.column, "impacted": impacted})
 
 
 class CatalogAsOfQuery(BaseModel):
@@ -280,7 +263,7 @@ class CatalogAsOfQuery(BaseModel):
 async def catalog_as_of(request: web.Request) -> web.Response:
     q = parse_query(CatalogAsOfQuery, request)
     views = await _catalog(request).catalog_as_of(q.as_of)
-    return _json({"as_of": q.as_of.isoformat(), "tables": [v.to_dict() for v in views]})
+    return json_response({"as_of": q.as_of.isoformat(), "tables": [v.to_dict() for v in views]})
 
 
 # ---------------------------------------------------------------------- frequencies
@@ -299,7 +282,7 @@ async def list_frequencies(request: web.Request) -> web.Response:
     rows = await request.app[RUNTIME].pool.fetch(
         "SELECT frequency_id, spec::text, version FROM catalog_frequencies ORDER BY name"
     )
-    return _json({"frequencies": [{"id": r[0], **orjson.loads(r[1]), "version": r[2]} for r in rows]})
+    return json_response({"frequencies": [{"id": r[0], **orjson.loads(r[1]), "version": r[2]} for r in rows]})
 
 
 async def _frequency(request: web.Request, frequency_id: str) -> dict[str, Any]:
@@ -315,11 +298,11 @@ async def _frequency(request: web.Request, frequency_id: str) -> dict[str, Any]:
 async def create_frequency(request: web.Request) -> web.Response:
     spec = await parse_body(FrequencySpec, request)
     frequency_id = await _catalog(request).create_frequency(spec, principal(request).metadata())
-    return _json(await _frequency(request, frequency_id), status=201)
+    return json_response(await _frequency(request, frequency_id), status=201)
 
 
 async def get_frequency(request: web.Request) -> web.Response:
-    return _json(await _frequency(request, request.match_info["frequency_id"]))
+    return json_response(await _frequency(request, request.match_info["frequency_id"]))
 
 
 async def patch_frequency(request: web.Request) -> web.Response:
@@ -328,7 +311,7 @@ async def patch_frequency(request: web.Request) -> web.Response:
     await _catalog(request).update_frequency(
         frequency_id, patch.model_dump(exclude_none=True), principal(request).metadata()
     )
-    return _json(await _frequency(request, frequency_id))
+    return json_response(await _frequency(request, frequency_id))
 
 
 # ---------------------------------------------------------------------- datasets
@@ -350,13 +333,13 @@ async def list_datasets(request: web.Request) -> web.Response:
         GROUP BY d.dataset ORDER BY d.dataset
         """
     )
-    return _json({"datasets": [{**dict(r), "description": r["description"] or ""} for r in rows]})
+    return json_response({"datasets": [{**dict(r), "description": r["description"] or ""} for r in rows]})
 
 
 async def register_dataset(request: web.Request) -> web.Response:
     body = await parse_body(DatasetBody, request)
     await _catalog(request).register_dataset(DatasetRegistered(**body.model_dump()), principal(request).metadata())
-    return _json(body.model_dump(), status=201)
+    return json_response(body.model_dump(), status=201)
 
 
 ROUTES = routes(

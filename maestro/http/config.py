@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any, Union
 
-import orjson
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, RootModel, SecretStr, create_model
 
@@ -20,12 +19,9 @@ from maestro.handlers.config import ConfigService, public_view
 from maestro.http.auth import principal
 from maestro.http.keys import RUNTIME
 from maestro.http.routing import Route, register, routes
+from maestro.http.validation import json_object, json_response, pop_expected_version
 
 _SECRET_DOC = "secret, write-only: blank or absent keeps the stored value"
-
-
-def _json(data: Any, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
 
 
 def _service(request: web.Request) -> ConfigService:
@@ -34,16 +30,8 @@ def _service(request: web.Request) -> ConfigService:
 
 async def _body(request: web.Request) -> tuple[dict[str, Any], int | None, list[str]]:
     """The values, the expected version and the secrets to clear, from a JSON object body."""
-    try:
-        body = orjson.loads(await request.read() or b"{}")
-    except orjson.JSONDecodeError:
-        # Not quoting the parser's excerpt: the body may hold a secret.
-        raise ValidationFailed("the body is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise ValidationFailed("the body must be a JSON object")
-    version = body.pop("version", None)
-    if version is not None and (not isinstance(version, int) or isinstance(version, bool)):
-        raise ValidationFailed("version: must be an integer (the version you read)")
+    body = await json_object(request)
+    version = pop_expected_version(body)
     clear = body.pop("clear_secrets", [])
     if not isinstance(clear, list) or not all(isinstance(f, str) for f in clear):
         raise ValidationFailed("clear_secrets: must be a list of field names")
@@ -61,7 +49,7 @@ def _section(request: web.Request) -> str:
 # ---------------------------------------------------------------------- sections
 async def list_config(request: web.Request) -> web.Response:
     view = request.app[RUNTIME].config
-    return _json({
+    return json_response({
         "sections": [public_view(s, view.entry(s)) for s in SINGLE_SECTIONS],
         "databases": [public_view("databases", e, name=e.name) for e in view.entries() if e.section == "databases"],
     })
@@ -69,7 +57,7 @@ async def list_config(request: web.Request) -> web.Response:
 
 async def get_section(request: web.Request) -> web.Response:
     section = _section(request)
-    return _json(public_view(section, await _service(request).current(section)))
+    return json_response(public_view(section, await _service(request).current(section)))
 
 
 async def put_section(request: web.Request) -> web.Response:
@@ -79,13 +67,13 @@ async def put_section(request: web.Request) -> web.Response:
     entry = await _service(request).set_section(
         section, values, who.metadata(), partial=False, expected_version=version, clear=clear
     )
-    return _json(public_view(section, entry))
+    return json_response(public_view(section, entry))
 
 
 # ---------------------------------------------------------------------- databases
 async def list_databases(request: web.Request) -> web.Response:
     rows = [e for e in request.app[RUNTIME].config.entries() if e.section == "databases"]
-    return _json({"databases": [public_view("databases", e, name=e.name) for e in rows]})
+    return json_response({"databases": [public_view("databases", e, name=e.name) for e in rows]})
 
 
 async def create_database(request: web.Request) -> web.Response:
@@ -93,7 +81,7 @@ async def create_database(request: web.Request) -> web.Response:
     values, _, _ = await _body(request)
     name = values.pop("name", None)
     entry = await _service(request).add_database(name, values, who.metadata())
-    return _json(public_view("databases", entry, name=name), status=201)
+    return json_response(public_view("databases", entry, name=name), status=201)
 
 
 async def get_database(request: web.Request) -> web.Response:
@@ -101,7 +89,7 @@ async def get_database(request: web.Request) -> web.Response:
     entry = await _service(request).current("databases", name)
     if entry is None or entry.deleted:
         raise NotFound(f"no database named {name!r}", name=name)
-    return _json(public_view("databases", entry, name=name))
+    return json_response(public_view("databases", entry, name=name))
 
 
 async def patch_database(request: web.Request) -> web.Response:
@@ -113,14 +101,14 @@ async def patch_database(request: web.Request) -> web.Response:
     entry = await _service(request).change_database(
         name, values, who.metadata(), expected_version=version, clear=clear
     )
-    return _json(public_view("databases", entry, name=name))
+    return json_response(public_view("databases", entry, name=name))
 
 
 async def delete_database(request: web.Request) -> web.Response:
     who = principal(request)
     name = request.match_info["name"]
     await _service(request).remove_database(name, who.metadata())
-    return _json({"name": name, "deleted": True})
+    return json_response({"name": name, "deleted": True})
 
 
 # ---------------------------------------------------------------------- OpenAPI bodies

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
@@ -14,11 +13,7 @@ from maestro.handlers.sessions import csrf_token
 from maestro.http.auth import SESSION_COOKIE, principal
 from maestro.http.keys import RUNTIME
 from maestro.http.routing import Route, register, routes
-from maestro.http.validation import parse_body
-
-
-def _json(data: Any, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
+from maestro.http.validation import json_response, parse_body
 
 
 class UserPatch(BaseModel):
@@ -46,11 +41,11 @@ async def me(request: web.Request) -> web.Response:
     body: dict[str, Any] = {**user.to_dict(), "via": "session" if who.session_id else "token"}
     if who.session_id is not None:
         body["csrf_token"] = csrf_token(request.cookies.get(SESSION_COOKIE, ""))
-    return _json(body)
+    return json_response(body)
 
 
 async def list_users(request: web.Request) -> web.Response:
-    return _json({"users": [u.to_dict() for u in await request.app[RUNTIME].users.list()]})
+    return json_response({"users": [u.to_dict() for u in await request.app[RUNTIME].users.list()]})
 
 
 async def patch_user(request: web.Request) -> web.Response:
@@ -58,17 +53,17 @@ async def patch_user(request: web.Request) -> web.Response:
     user = await request.app[RUNTIME].users.change(
         request.match_info["user_id"], principal(request).metadata(), enabled=patch.enabled, admin=patch.admin
     )
-    return _json(user.to_dict())
+    return json_response(user.to_dict())
 
 
 async def list_groups(request: web.Request) -> web.Response:
-    return _json({"groups": [g.to_dict() for g in await request.app[RUNTIME].users.groups()]})
+    return json_response({"groups": [g.to_dict() for g in await request.app[RUNTIME].users.groups()]})
 
 
 async def create_group(request: web.Request) -> web.Response:
     body = await parse_body(GroupBody, request)
     group = await request.app[RUNTIME].users.create_group(body.name, principal(request).metadata())
-    return _json(group.to_dict(), status=201)
+    return json_response(group.to_dict(), status=201)
 
 
 async def rename_group(request: web.Request) -> web.Response:
@@ -76,7 +71,7 @@ async def rename_group(request: web.Request) -> web.Response:
     group = await request.app[RUNTIME].users.rename_group(
         request.match_info["group_id"], body.name, principal(request).metadata()
     )
-    return _json(group.to_dict())
+    return json_response(group.to_dict())
 
 
 async def delete_group(request: web.Request) -> web.Response:
@@ -88,14 +83,14 @@ async def add_member(request: web.Request) -> web.Response:
     group = await request.app[RUNTIME].users.add_member(
         request.match_info["group_id"], request.match_info["user_id"], principal(request).metadata()
     )
-    return _json(group.to_dict())
+    return json_response(group.to_dict())
 
 
 async def remove_member(request: web.Request) -> web.Response:
     group = await request.app[RUNTIME].users.remove_member(
         request.match_info["group_id"], request.match_info["user_id"], principal(request).metadata()
     )
-    return _json(group.to_dict())
+    return json_response(group.to_dict())
 
 
 ROUTES = routes(

@@ -14,16 +14,12 @@ from maestro.handlers import estimates, extracts
 from maestro.http.auth import principal
 from maestro.http.keys import RUNTIME
 from maestro.http.routing import Route, register, routes
-from maestro.http.validation import parse_body, parse_query
+from maestro.http.validation import json_response, parse_body, parse_query
 
 RUN_EVENT_TYPES = [
     "RunPlanned", "RunCancelRequested", "RunRetryRequested", "RunFinished",
     "JobPlanned", "JobSubmitted", "JobSucceeded", "JobFailed", "JobCancelled", "JobSkipped",
 ]
-
-
-def _json(data: Any, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
 
 
 def _iso(value: dt.datetime | None) -> str | None:
@@ -91,7 +87,7 @@ async def list_runs(request: web.Request) -> web.Response:
         "ORDER BY planned_at DESC, run_id OFFSET $3 LIMIT $4",
         q.status, q.frequency, q.offset, q.limit,
     )
-    return _json({"runs": [_run_row(r) for r in rows], "total": rows[0]["total"] if rows else 0})
+    return json_response({"runs": [_run_row(r) for r in rows], "total": rows[0]["total"] if rows else 0})
 
 
 async def get_run(request: web.Request) -> web.Response:
@@ -105,7 +101,7 @@ async def get_run(request: web.Request) -> web.Response:
         "FROM run_tables WHERE run_id = $1 ORDER BY priority DESC, name",
         run_id,
     )
-    return _json(
+    return json_response(
         {
             **_run_row(row),
             "skipped": orjson.loads(row["skipped"]),
@@ -128,7 +124,7 @@ async def start_run(request: web.Request) -> web.Response:
     run_id, _ = await runtime.runs.plan_frequency(
         body.frequency_id, slot=None, trigger="manual", actor=principal(request).metadata(), workers=body.workers
     )
-    return _json({"id": run_id}, status=201)
+    return json_response({"id": run_id}, status=201)
 
 
 async def run_table(request: web.Request) -> web.Response:
@@ -136,17 +132,17 @@ async def run_table(request: web.Request) -> web.Response:
     run_id = await request.app[RUNTIME].runs.plan_table(
         request.match_info["table_id"], descendants=body.descendants, actor=principal(request).metadata()
     )
-    return _json({"id": run_id}, status=201)
+    return json_response({"id": run_id}, status=201)
 
 
 async def retry_run(request: web.Request) -> web.Response:
     tables = await request.app[RUNTIME].runs.retry(request.match_info["run_id"], principal(request).metadata())
-    return _json({"id": request.match_info["run_id"], "retrying": tables})
+    return json_response({"id": request.match_info["run_id"], "retrying": tables})
 
 
 async def cancel_run(request: web.Request) -> web.Response:
     await request.app[RUNTIME].runs.cancel(request.match_info["run_id"], principal(request).metadata())
-    return _json({"id": request.match_info["run_id"], "cancel_requested": True}, status=202)
+    return json_response({"id": request.match_info["run_id"], "cancel_requested": True}, status=202)
 
 
 async def run_events(request: web.Request) -> web.StreamResponse:
@@ -186,7 +182,7 @@ async def table_extracts(request: web.Request) -> web.Response:
     table_id = request.match_info["table_id"]
     lifetime = dt.timedelta(seconds=runtime.settings.signed_url_lifetime)
     extract = await extracts.latest_extract(runtime.catalog, services.storage, services.signer, table_id, lifetime)
-    return _json({"id": table_id, "extract": extract})
+    return json_response({"id": table_id, "extract": extract})
 
 
 async def table_jobs(request: web.Request) -> web.Response:
@@ -210,7 +206,7 @@ async def table_jobs(request: web.Request) -> web.Response:
         }
         for r in rows
     ]
-    return _json({"jobs": jobs, "total": rows[0]["total"] if rows else 0, "offset": q.offset, "limit": q.limit})
+    return json_response({"jobs": jobs, "total": rows[0]["total"] if rows else 0, "offset": q.offset, "limit": q.limit})
 
 
 _COST_KEYS = {"user": "owner_id", "group": "group_id", "table": "table_id", "run": "run_id", "day": "day::text"}
@@ -238,7 +234,7 @@ async def costs(request: web.Request) -> web.Response:
         for r in rows
     ]
     total = sum(i["bytes_billed"] for i in items)
-    return _json(
+    return json_response(
         {
             "by": q.by, "price_per_tib": price, "items": items,
             "total": {"bytes_billed": total, "slot_ms": sum(i["slot_ms"] for i in items),
@@ -256,7 +252,7 @@ def _bigquery(request: web.Request):
 
 async def dry_run(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
-    return _json(await estimates.dry_run_table(
+    return json_response(await estimates.dry_run_table(
         runtime.catalog, _bigquery(request), request.match_info["table_id"], runtime.config.price_per_tib
     ))
 
@@ -264,7 +260,7 @@ async def dry_run(request: web.Request) -> web.Response:
 async def frequency_plan(request: web.Request) -> web.Response:
     """What the frequency's next run would do: tables, order, and the total estimate."""
     runtime = request.app[RUNTIME]
-    return _json(await estimates.frequency_plan(
+    return json_response(await estimates.frequency_plan(
         runtime.runs, _bigquery(request), request.match_info["frequency_id"], runtime.config.price_per_tib
     ))
 
