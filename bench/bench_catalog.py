@@ -227,8 +227,8 @@ async def bench_apply(
 ) -> dict:
     """``maestro apply`` end to end into a fresh database, cold analysis cache, then a re-apply."""
     from maestro.events.model import Metadata
-    from maestro.handlers import apply
-    from maestro.handlers.folder import read_folder
+    from maestro.handlers.catalog import apply
+    from maestro.handlers.catalog.folder import read_folder
 
     actor = Metadata(actor="cli:bench")
     async with bench_database() as dsn:
@@ -314,7 +314,7 @@ def check_graph(tables: list[Table], catalog, created: dict[str, str]) -> None:
 
 async def bench_reinfer(runtime) -> dict:
     """DependencyState.build from every catalog row (what refresh() does), cold and warm cache."""
-    from maestro.handlers.dependencies import DependencyState
+    from maestro.handlers.catalog.dependencies import DependencyState
 
     rows = await runtime.pool.fetch("SELECT table_id, spec::text FROM catalog_tables WHERE NOT deleted")
     import orjson

@@ -47,7 +47,7 @@ from maestro.events import Metadata
 from maestro.events.catalog import FrequencySpec, TableSpec
 from maestro.events.runs import JobConfig, JobPlanned, JobSubmitted, PlannedTable, RunPlanned
 from maestro.events.store import NO_STREAM
-from maestro.handlers.runner import Runner, RunnerConfig
+from maestro.handlers.runs.runner import Runner, RunnerConfig
 from maestro.runtime import open_runtime
 from maestro.settings import Settings
 

@@ -1,6 +1,6 @@
 """``maestro apply DIR`` and ``maestro export DIR``: the catalog as a folder of SQL files.
 
-The layout and the header format are described in :mod:`maestro.handlers.apply`.
+The layout and the header format are described in :mod:`maestro.handlers.catalog.apply`.
 
 Exit codes (terraform's, with our 2 for bad input as everywhere in the ``maestro`` CLI):
 
@@ -65,7 +65,7 @@ def apply_command(
     """Sync DIRECTORY (<dataset>/<name>.sql, settings in a /*--- YAML ---*/ header or a
     <name>.yaml sidecar) into the catalog: create and update tables, delete with --prune."""
     from maestro.events.model import Metadata
-    from maestro.handlers import apply, folder
+    from maestro.handlers.catalog import apply, folder
 
     settings = load_settings(**flags)
     who = Metadata(actor=actor or _default_actor())
@@ -104,7 +104,7 @@ def apply_command(
 def export_command(directory: Path, **flags: Any) -> None:
     """Write the live catalog to DIRECTORY in the layout `maestro apply` reads. Table files of
     tables not in the catalog are removed; other files are left alone."""
-    from maestro.handlers import apply, folder
+    from maestro.handlers.catalog import apply, folder
 
     settings = load_settings(**flags)
 

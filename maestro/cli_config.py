@@ -39,7 +39,7 @@ def config_group() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def config_show(section: str | None, as_json: bool, **flags: Any) -> None:
     """Show SECTION (or every section); secrets only as set or not set."""
-    from maestro.handlers.config import public_view
+    from maestro.handlers.config.service import public_view
 
     settings = command_settings(**flags)
 
@@ -118,7 +118,7 @@ def config_set(
     settings = command_settings(**flags)
 
     async def go() -> dict[str, Any]:
-        from maestro.handlers.config import public_view
+        from maestro.handlers.config.service import public_view
         from maestro.runtime import open_runtime
 
         runtime = await open_runtime(settings, follow=False)
@@ -169,7 +169,7 @@ def secrets_group() -> None:
 def secrets_generate(path: Path) -> None:
     """Write a new master secret to PATH (mode 0600; refuses to overwrite)."""
     from maestro.adapters.secrets import SecretBox
-    from maestro.handlers.secret_file import write_new_secret
+    from maestro.handlers.config.secret_file import write_new_secret
 
     if not write_new_secret(path):
         raise click.UsageError(f"{path} exists; it is not overwritten (it may be the only copy of a secret)")

@@ -15,15 +15,15 @@ from typing import TYPE_CHECKING, Any
 
 from maestro.adapters import embedded_pg, postgres
 from maestro.events.store import EventStore
-from maestro.handlers.audit import AuditLog
-from maestro.handlers.catalog import CatalogService
-from maestro.handlers.config import ConfigService, open_config
-from maestro.handlers.config_view import ConfigView
-from maestro.handlers.runs import RunService
-from maestro.handlers.login import LoginService, OAuthClientConfig, oauth_from_settings
-from maestro.handlers.sessions import SessionService
-from maestro.handlers.tokens import TokenService
-from maestro.handlers.users import UserService
+from maestro.handlers.people.audit import AuditLog
+from maestro.handlers.catalog.service import CatalogService
+from maestro.handlers.config.service import ConfigService, open_config
+from maestro.handlers.config.view import ConfigView
+from maestro.handlers.runs.service import RunService
+from maestro.handlers.people.login import LoginService, OAuthClientConfig, oauth_from_settings
+from maestro.handlers.people.sessions import SessionService
+from maestro.handlers.people.tokens import TokenService
+from maestro.handlers.people.users import UserService
 from maestro.projections import Projection, ProjectionRunner
 from maestro.projections.registry import all_projections
 from maestro.settings import Settings

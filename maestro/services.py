@@ -15,8 +15,8 @@ from typing import Any
 from maestro.adapters import google, localstack
 from maestro.adapters.bigquery import BigQueryJobs, expand_extract_uris, job_id_for
 from maestro.adapters.postgres import LeaderLock
-from maestro.handlers.runner import Runner, RunnerConfig
-from maestro.handlers.scheduler import Scheduler
+from maestro.handlers.runs.runner import Runner, RunnerConfig
+from maestro.handlers.runs.scheduler import Scheduler
 from maestro.runtime import Runtime
 
 log = logging.getLogger(__name__)

@@ -22,8 +22,8 @@ from aiohttp.typedefs import Handler
 
 from maestro.errors import CredentialsRefused, Forbidden, RateLimited, Unauthenticated
 from maestro.events.auth import AccessDenied, SessionRejected, TokenRejected
-from maestro.handlers.principal import Principal
-from maestro.handlers.sessions import csrf_matches
+from maestro.handlers.people.principal import Principal
+from maestro.handlers.people.sessions import csrf_matches
 from maestro.http.keys import PRINCIPAL, RUNTIME
 from maestro.http.ratelimit import FailureLimiter
 from maestro.http.routing import RULES, Route, route_of

@@ -9,10 +9,10 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from maestro.handlers import lineage
+from maestro.handlers.catalog import lineage
 from maestro.errors import NotFound, ValidationFailed
 from maestro.events.catalog import DatasetName, DatasetRegistered, FrequencySpec, ProjectId, TableSpec
-from maestro.handlers.catalog import validate_spec
+from maestro.handlers.catalog.service import validate_spec
 from maestro.http.auth import principal
 from maestro.http.keys import RUNTIME
 from maestro.http.routing import Route, register, routes

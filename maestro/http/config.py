@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel, SecretStr, create_
 
 from maestro.errors import NotFound, ValidationFailed
 from maestro.events.config import SECTIONS, SINGLE_SECTIONS, DatabaseName
-from maestro.handlers.config import ConfigService, public_view
+from maestro.handlers.config.service import ConfigService, public_view
 from maestro.http.auth import principal
 from maestro.http.keys import RUNTIME
 from maestro.http.routing import Route, register, routes

@@ -12,6 +12,6 @@ SETTINGS = web.AppKey("settings", Settings)
 RUNTIME = web.AppKey("runtime", Runtime)
 METRICS = web.AppKey("metrics", Metrics)
 
-from maestro.handlers.principal import Principal  # noqa: E402
+from maestro.handlers.people.principal import Principal  # noqa: E402
 
 PRINCIPAL = web.RequestKey("principal", Principal)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from maestro.errors import MaestroError, RateLimited
-from maestro.handlers.sessions import csrf_token
+from maestro.handlers.people.sessions import csrf_token
 from maestro.http.auth import CSRF_COOKIE, LIMITER, SESSION_COOKIE, client_address, principal
 from maestro.http.keys import RUNTIME
 from maestro.http.routing import Route, register, routes

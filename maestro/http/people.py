@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
 from maestro.errors import NotFound
 from maestro.events.users import GroupName
-from maestro.handlers.sessions import csrf_token
+from maestro.handlers.people.sessions import csrf_token
 from maestro.http.auth import SESSION_COOKIE, principal
 from maestro.http.keys import RUNTIME
 from maestro.http.routing import Route, register, routes

@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from maestro.handlers.principal import Principal
+from maestro.handlers.people.principal import Principal
 from maestro.http.keys import RUNTIME
 
 

@@ -10,7 +10,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from maestro.errors import ConfigurationError, NotFound, ValidationFailed
-from maestro.handlers import estimates, extracts
+from maestro.handlers.runs import estimates, extracts
 from maestro.http.auth import principal
 from maestro.http.keys import RUNTIME
 from maestro.http.routing import Route, register, routes

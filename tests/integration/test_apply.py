@@ -12,8 +12,8 @@ from maestro.cli_catalog import apply_command, export_command
 from maestro.errors import CycleDetected
 from maestro.events.catalog import TableSpec
 from maestro.events.model import Metadata
-from maestro.handlers.apply import Report, canonical_payload, execute, load_rows, plan
-from maestro.handlers.folder import FolderInvalid, export, read_folder
+from maestro.handlers.catalog.apply import Report, canonical_payload, execute, load_rows, plan
+from maestro.handlers.catalog.folder import FolderInvalid, export, read_folder
 from maestro.runtime import Runtime, open_runtime
 from maestro.settings import Settings
 

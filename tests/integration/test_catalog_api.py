@@ -11,7 +11,7 @@ import pytest
 from maestro.errors import Conflict
 from maestro.events import Metadata
 from maestro.events.catalog import TableSpec
-from maestro.handlers.catalog import CatalogService
+from maestro.handlers.catalog.service import CatalogService
 from people import user_token
 
 

@@ -14,7 +14,7 @@ from oidc_provider import Knobs, LocalOidcProvider, OidcUser
 from people import TESTS, bearer, user_token
 from pydantic import SecretStr
 
-from maestro.handlers.login import OAuthClientConfig, oauth_from_settings
+from maestro.handlers.people.login import OAuthClientConfig, oauth_from_settings
 from maestro.http.app import create_app
 
 SESSION, CSRF, LOGIN = "__Host-maestro_session", "__Host-maestro_csrf", "__Host-maestro_login"

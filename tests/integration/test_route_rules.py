@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from people import TESTS, bearer, user_token
 
 from maestro.events.catalog import TableSpec
-from maestro.handlers.tokens import REFUSED
+from maestro.handlers.people.tokens import REFUSED
 from maestro.http.app import create_app
 from maestro.http.auth import NO_CREDENTIALS
 from maestro.http.routing import RULES, ROUTE_TABLE

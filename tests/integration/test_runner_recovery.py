@@ -16,7 +16,7 @@ from maestro.events import Metadata
 from maestro.events.catalog import FrequencySpec, TableSpec
 from maestro.events.runs import JobPlanned, JobStatistics, JobSubmitted
 from maestro.events.store import NO_STREAM
-from maestro.handlers.runner import Runner, RunnerConfig
+from maestro.handlers.runs.runner import Runner, RunnerConfig
 
 ME = Metadata(actor="user:tests")
 

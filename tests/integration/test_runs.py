@@ -180,7 +180,7 @@ async def test_restart_reattaches_planned_and_submitted_jobs_without_resubmittin
 
 
 async def test_two_schedulers_start_one_run_per_slot(client, runtime, services) -> None:
-    from maestro.handlers.scheduler import Scheduler
+    from maestro.handlers.runs.scheduler import Scheduler
 
     freq = await _frequency(client, "every-minute", period=60, offset=0)
     await _table(client, "runs_s", "t", "SELECT 1 AS x", frequency_id=freq)

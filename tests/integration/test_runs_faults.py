@@ -82,7 +82,7 @@ async def test_bigquery_unreachable_for_a_while_nothing_fails_nothing_duplicates
 
 
 async def test_slots_missed_while_down_run_once_with_latest_and_never_with_skip(client, runtime) -> None:
-    from maestro.handlers.scheduler import Scheduler
+    from maestro.handlers.runs.scheduler import Scheduler
 
     resp = await client.post("/api/v1/frequencies", json={"name": "hourly", "period": 3600})
     latest = (await resp.json())["id"]

@@ -25,7 +25,7 @@ from maestro.adapters.secrets import SecretBox
 from maestro.cli import main
 from maestro.events import Metadata
 from maestro.events.config import SINGLE_SECTIONS
-from maestro.handlers.secret_file import write_new_secret
+from maestro.handlers.config.secret_file import write_new_secret
 from maestro.http.app import create_app
 from maestro.http.routing import ROUTES
 from maestro.runtime import Runtime, open_runtime

@@ -110,8 +110,8 @@ def test_token_create_cli_prints_a_working_token(dsn: str) -> None:
     async def verify() -> str:
         from maestro.adapters import postgres
         from maestro.events.store import EventStore
-        from maestro.handlers.tokens import TokenService
-        from maestro.handlers.users import UserService
+        from maestro.handlers.people.tokens import TokenService
+        from maestro.handlers.people.users import UserService
 
         pool = await postgres.create_pool(dsn, min_size=1, max_size=2)
         try:

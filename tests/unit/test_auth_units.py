@@ -5,7 +5,7 @@ from __future__ import annotations
 import doctest
 
 from maestro.events.users import user_id_for
-from maestro.handlers import sessions
+from maestro.handlers.people import sessions
 from maestro.http import login, ratelimit
 from maestro.http.ratelimit import FailureLimiter
 

@@ -20,8 +20,8 @@ from maestro.events.config import (
     SlackSection,
     config_stream,
 )
-from maestro.handlers.config import public_view
-from maestro.handlers.config_view import ConfigEntry
+from maestro.handlers.config.service import public_view
+from maestro.handlers.config.view import ConfigEntry
 
 BOX = SecretBox.from_secret(b"k" * 40)
 

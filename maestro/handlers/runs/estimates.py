@@ -6,8 +6,8 @@ import asyncio
 from typing import Any
 
 from maestro.errors import ValidationFailed
-from maestro.handlers.catalog import CatalogService
-from maestro.handlers.runs import RunService
+from maestro.handlers.catalog.service import CatalogService
+from maestro.handlers.runs.service import RunService
 
 TIB = 2**40
 

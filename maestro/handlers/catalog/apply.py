@@ -1,5 +1,5 @@
 """GitOps for the catalog: sync a folder of SQL files into it (``apply``); the folder format and
-``export`` are in :mod:`maestro.handlers.folder`.
+``export`` are in :mod:`maestro.handlers.catalog.folder`.
 
 Both sides of a comparison are validated through :class:`TableSpec`, so defaults and normalised
 values (URLs) compare equal.
@@ -26,9 +26,9 @@ from maestro.errors import Conflict, CycleDetected, MaestroError, ValidationFail
 from maestro.events.catalog import TableCreated, TableDeleted, TableSpec
 from maestro.events.model import Event, Metadata
 from maestro.events.store import NO_STREAM
-from maestro.handlers.catalog import CatalogService, new_id, validate_spec
-from maestro.handlers.dependencies import DependencyState
-from maestro.handlers.folder import canonical_query, row_spec
+from maestro.handlers.catalog.service import CatalogService, new_id, validate_spec
+from maestro.handlers.catalog.dependencies import DependencyState
+from maestro.handlers.catalog.folder import canonical_query, row_spec
 
 # Appends in flight at once. Measured on the 2-core machine, PostgreSQL on the same cores (2,000
 # creates, bench/bench_catalog.py): 1 writer 2.7 s, 4 writers 1.2 s, 8 writers 1.25 s.

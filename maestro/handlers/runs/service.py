@@ -20,7 +20,7 @@ from maestro.events.catalog import FrequencySpec, TableSpec
 from maestro.events.model import Metadata
 from maestro.events.runs import JobConfig, PlannedTable, RunCancelRequested, RunPlanned, RunRetryRequested
 from maestro.events.store import NO_STREAM, EventStore
-from maestro.handlers.catalog import CatalogService
+from maestro.handlers.catalog.service import CatalogService
 from maestro.scheduling import conditions_hold, run_id_for
 
 _LABEL = re.compile(r"[^a-z0-9_-]")

@@ -19,7 +19,7 @@ from pydantic import SecretStr
 
 from maestro.adapters.secrets import SecretBox, check_secret, generate_secret, key_id_of
 from maestro.errors import ConfigurationError, SecretUnavailable
-from maestro.handlers.config_view import ConfigView
+from maestro.handlers.config.view import ConfigView
 from maestro.settings import Settings
 
 log = logging.getLogger(__name__)

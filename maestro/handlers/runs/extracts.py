@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 
 from maestro.adapters.bigquery import signed_url
-from maestro.handlers.catalog import CatalogService
+from maestro.handlers.catalog.service import CatalogService
 
 
 async def latest_extract(

@@ -13,7 +13,7 @@ import orjson
 
 from maestro.catalog.sql import TableRef, column_lineage, output_columns
 from maestro.errors import MaestroError
-from maestro.handlers.catalog import CatalogService
+from maestro.handlers.catalog.service import CatalogService
 
 
 async def _specs(catalog: CatalogService, ids: set[str]) -> dict[str, dict[str, Any]]:

@@ -24,8 +24,8 @@ from maestro.errors import ConcurrencyConflict, CredentialsRefused, NotFound, Va
 from maestro.events.auth import ApiTokenCreated, ApiTokenRevoked
 from maestro.events.model import Metadata, now
 from maestro.events.store import NO_STREAM, EventStore
-from maestro.handlers.principal import USER_STANDING, Principal, secret_hash
-from maestro.handlers.users import UserService
+from maestro.handlers.people.principal import USER_STANDING, Principal, secret_hash
+from maestro.handlers.people.users import UserService
 
 __all__ = ["BOOTSTRAP_USER", "PREFIX", "REFUSED", "Principal", "TokenInfo", "TokenService"]
 

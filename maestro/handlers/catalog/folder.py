@@ -36,7 +36,7 @@ import yaml
 from maestro.catalog.sql import analyze
 from maestro.errors import SqlSyntaxError, ValidationFailed
 from maestro.events.catalog import TableSpec
-from maestro.handlers.catalog import validate_spec
+from maestro.handlers.catalog.service import validate_spec
 
 HEADER_OPEN = "/*---"
 HEADER_CLOSE = "---*/"

@@ -24,7 +24,7 @@ from maestro.errors import ConcurrencyConflict, CredentialsRefused
 from maestro.events.auth import SessionEnded, SessionStarted
 from maestro.events.model import Metadata, now
 from maestro.events.store import NO_STREAM, EventStore
-from maestro.handlers.principal import USER_STANDING, Principal, secret_hash
+from maestro.handlers.people.principal import USER_STANDING, Principal, secret_hash
 
 REFUSED = "invalid or expired session: log in again"
 

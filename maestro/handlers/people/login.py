@@ -29,10 +29,10 @@ from maestro.errors import Forbidden, LoginNotConfigured, MaestroError, Unauthen
 from maestro.events.auth import LoginDenied
 from maestro.events.model import now
 from maestro.events.store import EventStore
-from maestro.handlers.audit import ANONYMOUS, AuditLog
-from maestro.handlers.principal import secret_hash
-from maestro.handlers.sessions import SessionService
-from maestro.handlers.users import UserService, UserView
+from maestro.handlers.people.audit import ANONYMOUS, AuditLog
+from maestro.handlers.people.principal import secret_hash
+from maestro.handlers.people.sessions import SessionService
+from maestro.handlers.people.users import UserService, UserView
 from maestro.settings import Settings
 
 PENDING_LIFETIME = dt.timedelta(minutes=10)

@@ -17,7 +17,7 @@ import orjson
 
 from maestro.events.catalog import FrequencySpec
 from maestro.events.model import Metadata
-from maestro.handlers.runs import RunService
+from maestro.handlers.runs.service import RunService
 from maestro.scheduling import Schedule, due_slots, slot_at_or_before
 
 log = logging.getLogger(__name__)

@@ -28,8 +28,8 @@ from maestro.events.config import (
 )
 from maestro.events.model import Metadata
 from maestro.events.store import NO_STREAM, EventStore
-from maestro.handlers.config_view import ConfigEntry, ConfigView
-from maestro.handlers.secret_file import open_secret_box, verify_stored_secrets
+from maestro.handlers.config.view import ConfigEntry, ConfigView
+from maestro.handlers.config.secret_file import open_secret_box, verify_stored_secrets
 from maestro.logs import add_redaction_source
 from maestro.settings import Settings
 

@@ -33,7 +33,7 @@ from maestro.events.catalog import (
 )
 from maestro.events.model import Event, Metadata, RecordedEvent
 from maestro.events.store import NO_STREAM, EventStore
-from maestro.handlers.dependencies import DependencyState, Entry
+from maestro.handlers.catalog.dependencies import DependencyState, Entry
 from maestro.projections.catalog import apply_table_event
 from maestro.scheduling import Schedule
 from maestro.validation import validated

@@ -1,0 +1,1 @@
+"""The catalog: table commands, dependency state, lineage, apply/folder planning."""

@@ -1,0 +1,1 @@
+"""Live configuration and the secrets that encrypt its credentials."""

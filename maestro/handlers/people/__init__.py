@@ -1,0 +1,1 @@
+"""People: users, groups, login, sessions, tokens, the audit log."""

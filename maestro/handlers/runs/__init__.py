@@ -1,0 +1,1 @@
+"""Runs: the scheduler, run planning and the runner that executes BigQuery jobs."""
