@@ -187,3 +187,30 @@ class BigQueryError(MaestroError):
         self.reason = reason
         self.retryable = retryable  # True: the same request may succeed later (retry with backoff)
         super().__init__(f"BigQuery: {message} ({reason})", reason=reason, retryable=retryable)
+
+
+class DatabaseUnavailable(MaestroError):
+    """PostgreSQL cannot be reached right now; try again shortly."""
+
+    code = "database_unavailable"
+    status = 503
+    retryable = True
+
+
+# SQLSTATE classes that mean "the server, not the statement": 08 connection exception, 57P
+# operator intervention (admin/crash shutdown, cannot connect now), 53 insufficient resources.
+_UNAVAILABLE_SQLSTATES = ("08", "57P", "53")
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """True when ``exc`` says PostgreSQL is unreachable or restarting (the statement itself may
+    succeed later), whatever layer raised it. Duck-typed, so callers need not import the driver:
+    the driver's connection errors carry a SQLSTATE of class 08/57P/53, a closed connection is an
+    ``InterfaceError``, and a refused socket is an ``OSError``."""
+    if isinstance(exc, DatabaseUnavailable | OSError | TimeoutError):
+        return True
+    sqlstate = getattr(exc, "sqlstate", None)
+    if isinstance(sqlstate, str) and sqlstate.startswith(_UNAVAILABLE_SQLSTATES):
+        return True
+    # asyncpg.InterfaceError: "connection is closed", "pool is closing", ... (no SQLSTATE).
+    return type(exc).__name__ in ("InterfaceError", "ConnectionDoesNotExistError")

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from maestro.adapters import embedded_pg, postgres
 from maestro.events.store import EventStore
+from maestro.health import Health
 from maestro.handlers.people.audit import AuditLog
 from maestro.handlers.catalog.service import CatalogService
 from maestro.handlers.config.service import ConfigService, open_config
@@ -54,6 +55,8 @@ class Runtime:
     # e.g. runtime.config.get("pricing"); it follows changes without a restart.
     config: ConfigView | None = None
     config_service: ConfigService | None = None
+    # What each long-lived loop of this process is doing (/healthz, /metrics).
+    health: Health = field(default_factory=Health)
 
     # People: set by open_runtime (after construction, so the positional fields above stay put).
     users: UserService = field(init=False)
@@ -100,10 +103,15 @@ async def open_runtime(
             dsn, min_size=settings.pool_min_size, max_size=settings.pool_max_size
         )
         store = EventStore(pool, listen_dsn=dsn, poll_interval=settings.poll_interval)
-        runner = ProjectionRunner(store, projections if projections is not None else all_projections())
+        health = Health()
+        runner = ProjectionRunner(
+            store, projections if projections is not None else all_projections(), health=health
+        )
         await runner.prepare()
         try:
-            config, config_service = await open_config(settings, store, follow=follow, check=check_secrets)
+            config, config_service = await open_config(
+                settings, store, follow=follow, check=check_secrets, health=health
+            )
         except BaseException:
             await store.close()
             await pool.close()
@@ -119,7 +127,7 @@ async def open_runtime(
             server.stop()
         raise
     runs = RunService(store, catalog, settings.google_project or settings.project)
-    runtime = Runtime(settings, dsn, pool, store, runner, catalog, tokens, runs, server)
+    runtime = Runtime(settings, dsn, pool, store, runner, catalog, tokens, runs, server, health=health)
     runtime.config, runtime.config_service = config, config_service
     _wire_people(runtime, users)
     runtime.started = {

@@ -21,6 +21,7 @@ from maestro.runtime import Runtime
 
 log = logging.getLogger(__name__)
 RUNNER_LOCK = 7283003
+RUNNER = "runner"
 
 
 @dataclass
@@ -66,11 +67,52 @@ class Services:
         log.info("BigQuery configuration applied", extra={"target": conn.target, "project": conn.project})
 
     async def _lead(self) -> None:
-        while not await self.leader.try_acquire():
-            await asyncio.sleep(self.leader.retry)
-        self.is_leader = True
-        log.info("this process runs BigQuery jobs (runner leader)")
-        await self.runner.start()
+        """Be the runner's leader whenever possible, and only while holding the lock.
+
+        Acquire the lock, start the runner (which recovers from the log), then watch both: a
+        lost lock (connection terminated, server restarted) or a runner that lost the database
+        stops the runner at once — fencing: no job is touched after that — and the loop starts
+        over, re-taking leadership when the lock is free again and recovering from the log.
+        """
+        health = self.runtime.health
+        delay = self.leader.retry
+        while True:
+            if not await self.leader.try_acquire():
+                if self.leader.last_error is not None:
+                    health.down(RUNNER, f"cannot reach PostgreSQL for the leader lock: {self.leader.last_error}")
+                else:
+                    health.set(RUNNER, "standby", "another replica runs the jobs")
+                await asyncio.sleep(self.leader.retry)
+                continue
+            self.is_leader = True
+            log.info("this process runs BigQuery jobs (runner leader)")
+            try:
+                await self.runner.start()
+            except Exception as exc:
+                log.warning("runner could not start; retrying", extra={"error": str(exc)})
+                health.down(RUNNER, exc)
+                await self._step_down()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+                continue
+            delay = self.leader.retry
+            watch = asyncio.ensure_future(self.leader.watch())
+            broken = asyncio.ensure_future(self.runner.broken.wait())
+            try:
+                await asyncio.wait({watch, broken}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in (watch, broken):
+                    task.cancel()
+            why = watch.result() if watch.done() and not watch.cancelled() else "the runner lost the database"
+            log.error("runner stopped: leadership lost or database gone; re-taking it",
+                      extra={"reason": why})
+            health.down(RUNNER, why)
+            await self._step_down()
+
+    async def _step_down(self) -> None:
+        await self.runner.stop()
+        self.is_leader = False
+        await self.leader.release()
 
     async def close(self) -> None:
         if self.runtime.config is not None:
@@ -84,6 +126,8 @@ class Services:
                 await self._leader_task
         await self.runner.stop()
         await self.leader.release()
+        self.runtime.health.forget(RUNNER)
+        self.runtime.health.forget("scheduler")
         self.bigquery.close()
         if self.stack is not None and self.owns_stack:
             await self.stack.stop()
@@ -146,14 +190,15 @@ async def start_services(runtime: Runtime, *, stack: localstack.LocalStack | Non
 
     runner = Runner(
         runtime.store, jobs, job_id_for,
-        RunnerConfig(workers=settings.workers, bucket=conn.bucket),
+        RunnerConfig(workers=settings.workers, bucket=conn.bucket, job_timeout=settings.job_timeout),
         extract_files=files,
         ensure_dataset=jobs.ensure_dataset,
+        health=runtime.health,
     )
-    scheduler = Scheduler(runtime.runs, tick=settings.scheduler_tick)
+    scheduler = Scheduler(runtime.runs, tick=settings.scheduler_tick, health=runtime.health)
     services = Services(
         runtime, jobs, conn.storage, conn.signer, conn.stack, owns_stack, runner, scheduler,
-        LeaderLock(runtime.dsn, RUNNER_LOCK), target=conn.target,
+        LeaderLock(runtime.dsn, RUNNER_LOCK, check=settings.leader_check), target=conn.target,
     )
     runtime.bigquery = jobs
     runtime.services = services

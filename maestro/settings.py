@@ -54,6 +54,12 @@ class Settings(BaseSettings):
         default=None, description="a fake-gcs-server binary (default: the one in the local stack's venv)"
     )
     workers: int = Field(default=16, ge=1, description="BigQuery jobs in flight, at most")
+    job_timeout: float = Field(
+        default=6 * 3600.0, gt=0, description="seconds after its plan a job is cancelled and failed (timeout)"
+    )
+    leader_check: float = Field(
+        default=1.0, gt=0, description="seconds between the runner leader's checks of its lock"
+    )
     price_per_tib: float = Field(default=6.25, ge=0, description="USD per TiB billed (on-demand)")
     scheduler_tick: float = Field(default=1.0, gt=0, description="seconds between scheduler ticks")
     signed_url_lifetime: int = Field(default=4 * 3600, gt=0, le=7 * 86400, description="seconds")

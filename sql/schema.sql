@@ -353,7 +353,8 @@ CREATE TABLE public.run_tables (
     job_id text,
     attempt integer DEFAULT 0 NOT NULL,
     error text,
-    updated_at timestamp with time zone NOT NULL
+    updated_at timestamp with time zone NOT NULL,
+    retry_base integer DEFAULT 0 NOT NULL
 );
 
 --

@@ -89,10 +89,17 @@ class BigQueryJobs:
         max_workers: int = 16,
         request_timeout: float = 60.0,
         api_retry_seconds: float | None = 30.0,
+        max_waits: int = 8,
     ) -> None:
         self.client = client
         self.location = location
         self._executor = ThreadPoolExecutor(max_workers, thread_name_prefix="bigquery")
+        # Server-side waits hold a thread each for up to their timeout: a pool of their own, so
+        # they never starve inserts and state calls, and a bound on how many are open.
+        self._max_waits = max_waits
+        self._waiting = 0
+        self._wait_executor = ThreadPoolExecutor(max_waits, thread_name_prefix="bigquery-wait")
+        self._request_timeout = request_timeout
         retry = (
             bigquery.DEFAULT_RETRY.with_timeout(api_retry_seconds) if api_retry_seconds else None
         )
@@ -108,6 +115,7 @@ class BigQueryJobs:
     def close(self) -> None:
         """Stop the pool (requests in flight finish); the client belongs to the caller."""
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self._wait_executor.shutdown(wait=False, cancel_futures=True)
 
     async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         # Like asyncio.to_thread, on our own bounded pool, keeping context vars (log fields).
@@ -159,6 +167,36 @@ class BigQueryJobs:
             except api_exceptions.NotFound:
                 return None
         return _state(job)
+
+    async def wait(self, job_id: str, *, project: str | None = None, timeout: float) -> bool | None:
+        """Wait up to ``timeout`` seconds, server-side, for a query job to end: True when it
+        has (or BigQuery answered with the job's error: ask :meth:`get` for its state), False when
+        it still runs, None at once when every wait slot is taken (poll instead).
+
+        jobs.getQueryResults with ``timeoutMs`` and no rows (``maxResults=0``) returns as soon as
+        the job ends, so the end of a parent is noticed at once, and a long job costs one request
+        per ``timeout`` instead of a poll every few seconds. The client exposes it only as
+        ``Client._get_query_results`` (what ``QueryJob.result`` itself calls).
+        """
+        if self._waiting >= self._max_waits:
+            return None
+        self._waiting += 1
+        call = functools.partial(
+            contextvars.copy_context().run, self.client._get_query_results, job_id, None,
+            project=project, timeout_ms=int(timeout * 1000), location=self.location,
+            timeout=timeout + self._request_timeout, page_size=0,
+        )
+        try:
+            with _translated():
+                try:
+                    results = await asyncio.get_running_loop().run_in_executor(self._wait_executor, call)
+                except api_exceptions.GoogleAPICallError as exc:
+                    if classify(exc).retryable:
+                        raise
+                    return True  # the job failed (its error is the answer) or is unknown
+            return bool(results.complete)
+        finally:
+            self._waiting -= 1
 
     async def cancel(self, job_id: str, *, project: str | None = None) -> None:
         """Ask BigQuery to stop the job; it ends DONE with reason "stopped" (or as it was).

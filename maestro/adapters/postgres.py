@@ -7,6 +7,7 @@ makes two processes that start at once take turns: the second finds the work don
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import logging
@@ -138,25 +139,62 @@ class LeaderLock:
     """Leadership among replicas: a session advisory lock held on a dedicated connection.
 
     The lock dies with the connection, so a replica that crashes hands leadership over at once;
-    the others retry every ``retry`` seconds.
+    the others retry every ``retry`` seconds. A leader must also *notice* that it lost the lock
+    (its connection was terminated, the server restarted, the network dropped), or it goes on
+    acting beside the new leader: :meth:`watch` returns as soon as the connection closes (asyncpg
+    sees the socket end at once) and otherwise checks it every ``check`` seconds, so a leader stops
+    within about ``2 * check`` seconds of losing the lock.
     """
 
-    def __init__(self, dsn: str, key: int, *, retry: float = 2.0) -> None:
+    def __init__(self, dsn: str, key: int, *, retry: float = 2.0, check: float = 1.0) -> None:
         self.dsn = dsn
         self.key = key
         self.retry = retry
+        self.check = check
+        self.last_error: str | None = None  # why the last try_acquire could not ask
         self._conn: asyncpg.Connection | None = None
+        self._lost = asyncio.Event()
 
     async def try_acquire(self) -> bool:
         try:
             if self._conn is None or self._conn.is_closed():
-                self._conn = await asyncpg.connect(self.dsn)
-            return bool(await self._conn.fetchval("SELECT pg_try_advisory_lock($1)", self.key))
-        except (OSError, asyncpg.PostgresError) as exc:
-            log.warning("leader lock unavailable", extra={"error": str(exc)})
+                self._conn = await asyncpg.connect(self.dsn, timeout=max(self.retry, 5.0))
+                self._lost = asyncio.Event()
+                self._conn.add_termination_listener(lambda _conn: self._lost.set())
+            acquired = bool(await self._conn.fetchval(
+                "SELECT pg_try_advisory_lock($1)", self.key, timeout=max(self.retry, 5.0)
+            ))
+            self.last_error = None
+            return acquired
+        except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            log.warning("leader lock unavailable", extra={"error": self.last_error})
+            await self.release()
             return False
 
+    async def watch(self) -> str:
+        """Wait while this process holds the lock; return why it may have lost it."""
+        conn = self._conn
+        if conn is None or conn.is_closed():
+            return "the lock's connection is closed"
+        while True:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._lost.wait(), timeout=self.check)
+                return "the lock's connection was closed"
+            try:
+                held = await conn.fetchval(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                    "AND pid = pg_backend_pid() AND objid = $1", self.key, timeout=self.check,
+                )
+            except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                return f"the lock's connection failed: {type(exc).__name__}: {exc}"
+            if not held:
+                return "the lock is no longer held"
+
     async def release(self) -> None:
-        if self._conn is not None and not self._conn.is_closed():
-            await self._conn.close()
-        self._conn = None
+        conn, self._conn = self._conn, None
+        if conn is not None and not conn.is_closed():
+            try:
+                await asyncio.wait_for(conn.close(), timeout=2.0)
+            except Exception:  # a dead server: drop the socket
+                conn.terminate()

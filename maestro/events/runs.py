@@ -126,6 +126,8 @@ class JobFailed(Event):
     job_id: str
     run_id: str | None
     table_id: str
+    # BigQuery's reason (invalidQuery, accessDenied, ...) or ours: timeout (past the job's
+    # deadline), extract_files (listing an extract's output failed), internal.
     reason: str
     message: str
     retryable: bool
@@ -136,6 +138,8 @@ class JobCancelled(Event):
     job_id: str
     run_id: str | None
     table_id: str
+    # What BigQuery billed before the job stopped: a cancelled query can bill, and costs count it.
+    statistics: JobStatistics | None = None
 
 
 class JobSkipped(Event):

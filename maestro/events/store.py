@@ -19,7 +19,13 @@ from typing import Any, Protocol
 import asyncpg
 import orjson
 
-from maestro.errors import ConcurrencyConflict, Conflict, MaestroError
+from maestro.errors import (
+    ConcurrencyConflict,
+    Conflict,
+    DatabaseUnavailable,
+    MaestroError,
+    database_unavailable,
+)
 from maestro.events.model import Event, Metadata, RawEvent, RecordedEvent, decode, now
 from maestro.events.signals import Signals, wait_for_wakeup
 
@@ -154,7 +160,13 @@ class EventStore:
                             mine = [r for r in recorded if projection.handles(r.type)]
                             await projection.apply(conn, mine)
         except asyncpg.PostgresError as exc:
+            if database_unavailable(exc):
+                raise DatabaseUnavailable(f"PostgreSQL unavailable: {type(exc).__name__}") from exc
             raise await self._translate(exc, stream_id, expected_version) from exc
+        except (OSError, asyncpg.InterfaceError) as exc:
+            # The commit may or may not have happened: a retry of the same append then finds the
+            # stream moved (ConcurrencyConflict), which callers of fixed versions treat as "landed".
+            raise DatabaseUnavailable(f"PostgreSQL unavailable: {type(exc).__name__}") from exc
 
         result = AppendResult(
             stream_id=stream_id,
@@ -289,6 +301,7 @@ class EventStore:
         types: Sequence[str] | None = None,
         batch_size: int = 1000,
         stop: asyncio.Event | None = None,
+        on_read: Callable[[], None] | None = None,
     ) -> AsyncIterator[RecordedEvent]:
         """Catch up from the log, then follow it live.
 
@@ -296,7 +309,7 @@ class EventStore:
         otherwise polls every ``poll_interval`` seconds, so a lost notification only delays.
         """
         async for batch in self.subscribe_batches(
-            after_position, types=types, batch_size=batch_size, stop=stop
+            after_position, types=types, batch_size=batch_size, stop=stop, on_read=on_read
         ):
             for event in batch:
                 yield event
@@ -308,7 +321,10 @@ class EventStore:
         types: Sequence[str] | None = None,
         batch_size: int = 1000,
         stop: asyncio.Event | None = None,
+        on_read: Callable[[], None] | None = None,
     ) -> AsyncIterator[list[RecordedEvent]]:
+        """Like :meth:`subscribe`, a batch at a time. ``on_read`` is called after every read of
+        the log that worked (also the empty ones): a follower's proof of life for its health."""
         wakeup = await self.signals.register()
         position = after_position
         # After a wake-up that found nothing (an append with a lower position was still in
@@ -318,6 +334,8 @@ class EventStore:
             while stop is None or not stop.is_set():
                 wakeup.clear()
                 batch = await self.read_all(position, batch_size, types)
+                if on_read is not None:
+                    on_read()
                 if batch:
                     position = batch[-1].position
                     retry = 0.0

@@ -21,6 +21,10 @@ class Metrics:
             "maestro_projection_position", "Checkpoint position", ["projection"], registry=registry
         )
         self.log_head = Gauge("maestro_log_head_position", "Highest committed position", registry=registry)
+        self.component_state = Gauge(
+            "maestro_component_state", "1 for the state each component of this process is in",
+            ["component", "state"], registry=registry,
+        )
 
     def on_append(self, result: AppendResult) -> None:
         self.events_appended.labels(category_of(result.stream_id)).inc(len(result.events))

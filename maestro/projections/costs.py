@@ -1,7 +1,7 @@
 """Cost attribution (async): every job's bytes billed and slot-ms, to table, run, owner, group, day.
 
 Owner and group come from the job's ``JobPlanned`` (the snapshot the run took), statistics from its
-``JobSucceeded`` or ``JobFailed`` (a failed query can bill too). The day is the UTC day the job
+``JobSucceeded``, ``JobFailed`` or ``JobCancelled`` (a failed or cancelled query can bill too). The day is the UTC day the job
 finished.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from maestro.events.model import RecordedEvent
-from maestro.events.runs import JobFailed, JobPlanned, JobSucceeded
+from maestro.events.runs import JobCancelled, JobFailed, JobPlanned, JobSucceeded
 from maestro.events.store import Connection
 from maestro.projections.base import Projection
 
@@ -18,7 +18,7 @@ from maestro.projections.base import Projection
 class CostsProjection(Projection):
     name = "costs"
     mode = "async"
-    event_types = frozenset({"JobPlanned", "JobSucceeded", "JobFailed"})
+    event_types = frozenset({"JobPlanned", "JobSucceeded", "JobFailed", "JobCancelled"})
     tables = ("cost_jobs",)
 
     async def apply(self, conn: Connection, events: Sequence[RecordedEvent]) -> None:
@@ -30,7 +30,7 @@ class CostsProjection(Projection):
                     "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (job_id) DO NOTHING",
                     e.job_id, e.table_id, e.run_id, e.owner_id, e.group_id,
                 )
-            elif isinstance(e, (JobSucceeded, JobFailed)) and e.statistics is not None:
+            elif isinstance(e, (JobSucceeded, JobFailed, JobCancelled)) and e.statistics is not None:
                 s = e.statistics
                 await conn.execute(
                     "UPDATE cost_jobs SET bytes_processed = $2, bytes_billed = $3, slot_ms = $4, "

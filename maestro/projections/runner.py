@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from maestro.errors import NotFound
 from maestro.events.model import RecordedEvent
 from maestro.events.store import INLINE_PROJECTION_LOCK, Connection, EventStore
+from maestro.health import Health
 from maestro.projections.base import Projection
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,9 @@ class ProjectionStatus:
 
 
 class ProjectionRunner:
-    def __init__(self, store: EventStore, projections: Sequence[Projection]) -> None:
+    def __init__(
+        self, store: EventStore, projections: Sequence[Projection], *, health: Health | None = None
+    ) -> None:
         names = [p.name for p in projections]
         if len(set(names)) != len(names):
             raise ValueError(f"projection names must be unique: {names}")
@@ -49,6 +52,7 @@ class ProjectionRunner:
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
         self.errors: dict[str, str] = {}
+        self.health = health or Health()
         for p in projections:
             if p.mode == "inline":
                 store.add_inline_projection(p)
@@ -149,23 +153,35 @@ class ProjectionRunner:
 
     async def _follow(self, projection: Projection) -> None:
         types = _types(projection)
+        component = f"projection:{projection.name}"
+
+        def alive() -> None:
+            self.health.ok(component)
+
+        delay = 0.5
         while not self._stop.is_set():
             try:
+                # From the checkpoint every time: after an outage it says what was applied.
                 position = await self.store.pool.fetchval(
                     "SELECT position FROM projection_checkpoints WHERE name = $1", projection.name
                 )
-                async for batch in self.store.subscribe_batches(position, types=types, stop=self._stop):
+                async for batch in self.store.subscribe_batches(
+                    position, types=types, stop=self._stop, on_read=alive
+                ):
                     position = await self._apply_batch(projection, batch, position)
                     self.errors.pop(projection.name, None)
+                    delay = 0.5
                     if position < batch[-1].position:
                         break  # the checkpoint moved back (a rebuild): subscribe again from it
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # keep following; the status endpoint shows the error
                 self.errors[projection.name] = str(exc)
+                self.health.down(component, exc)
                 log.exception("projection failed", extra={"projection": projection.name})
                 with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), timeout=5.0)
+                    await asyncio.wait_for(self._stop.wait(), timeout=delay)
+                delay = min(delay * 2, 5.0)
 
     async def _apply_batch(
         self, projection: Projection, batch: Sequence[RecordedEvent], since: int

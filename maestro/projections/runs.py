@@ -74,8 +74,8 @@ class RunsProjection(Projection):
                     e.run_id,
                 )
                 await conn.execute(
-                    "UPDATE run_tables SET state = 'pending', error = NULL, updated_at = $3 "
-                    "WHERE run_id = $1 AND table_id = ANY($2)",
+                    "UPDATE run_tables SET state = 'pending', error = NULL, updated_at = $3, "
+                    "retry_base = attempt WHERE run_id = $1 AND table_id = ANY($2)",
                     e.run_id, e.tables, at,
                 )
             elif isinstance(e, RunFinished):
@@ -131,7 +131,9 @@ class RunsProjection(Projection):
                     await self._table_state(conn, e.run_id, e.table_id, "failed", e.message, at)
             elif isinstance(e, JobCancelled):
                 await conn.execute(
-                    "UPDATE jobs SET state = 'cancelled', finished_at = $2 WHERE job_id = $1", e.job_id, at
+                    "UPDATE jobs SET state = 'cancelled', finished_at = $2, "
+                    "statistics = coalesce($3::jsonb, statistics) WHERE job_id = $1",
+                    e.job_id, at, e.statistics.model_dump_json() if e.statistics else None,
                 )
                 if e.run_id is not None:
                     await self._table_state(conn, e.run_id, e.table_id, "cancelled", None, at)

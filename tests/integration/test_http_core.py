@@ -15,7 +15,22 @@ ME = Metadata(actor="user:1")
 async def test_healthz(client) -> None:
     resp = await client.get("/healthz")
     assert resp.status == 200
-    assert await resp.json() == {"status": "ok"}
+    body = await resp.json()
+    assert body["status"] == "ok"
+    assert body["components"]["database"]["state"] == "ok"
+
+
+async def test_healthz_is_degraded_naming_the_component_that_is_down(client, runtime) -> None:
+    runtime.health.down("scheduler", ConnectionRefusedError("PostgreSQL refused"))
+    resp = await client.get("/healthz")
+    assert resp.status == 503
+    body = await resp.json()
+    assert body["status"] == "degraded" and body["down"] == ["scheduler"]
+    assert "refused" in body["components"]["scheduler"]["detail"]
+    metrics = await (await client.get("/metrics")).text()
+    assert 'maestro_component_state{component="scheduler",state="down"} 1.0' in metrics
+    runtime.health.ok("scheduler")
+    assert (await client.get("/healthz")).status == 200
 
 
 async def test_events_are_listed_with_metadata_and_paginated(client, runtime) -> None:

@@ -58,7 +58,7 @@ class ScriptedBigQuery:
         self.running.discard(job_id)  # RUNNING once, then DONE
         return answer
 
-    async def cancel(self, job_id: str) -> None:
+    async def cancel(self, job_id: str, *, project: str | None = None) -> None:
         pass
 
     async def list_states(self, *, since):

@@ -28,6 +28,7 @@ from maestro.events.config import (
 )
 from maestro.events.model import Metadata
 from maestro.events.store import NO_STREAM, EventStore
+from maestro.health import Health
 from maestro.handlers.config.view import ConfigEntry, ConfigView
 from maestro.handlers.config.secret_file import open_secret_box, verify_stored_secrets
 from maestro.logs import add_redaction_source
@@ -37,7 +38,8 @@ __all__ = ["ConfigService", "RotationReport", "open_config", "open_secret_box", 
 
 
 async def open_config(
-    settings: Settings, store: EventStore, *, follow: bool = True, check: bool = True
+    settings: Settings, store: EventStore, *, follow: bool = True, check: bool = True,
+    health: Health | None = None,
 ) -> tuple[ConfigView, ConfigService]:
     """Open the master secret, load the live configuration and (``check``) prove the secret opens it.
 
@@ -55,7 +57,7 @@ async def open_config(
     store.on_append(view.on_append)
     add_redaction_source(view.plaintexts)
     if follow:
-        view.follow(store, after)
+        view.follow(store, after, health)
     return view, ConfigService(store, opened.box, view)
 
 

@@ -43,6 +43,7 @@ from maestro.events.config import (
 )
 from maestro.events.model import RecordedEvent
 from maestro.events.store import AppendResult, EventStore
+from maestro.health import Health
 from maestro.logs import remove_redaction_source
 
 log = logging.getLogger(__name__)
@@ -160,11 +161,30 @@ class ConfigView:
         if listener in self._listeners:
             self._listeners.remove(listener)
 
-    def follow(self, store: EventStore, after_position: int) -> None:
+    def follow(self, store: EventStore, after_position: int, health: Health | None = None) -> None:
+        health = health or Health()
+
+        def alive() -> None:
+            health.ok("config")
+
         async def run() -> None:
-            async for batch in store.subscribe_batches(after_position, types=sorted(CONFIG_EVENT_TYPES), stop=self._stop):
-                for recorded in batch:
-                    self.apply(recorded)
+            position, delay = after_position, 0.5
+            while not self._stop.is_set():
+                try:
+                    async for batch in store.subscribe_batches(
+                        position, types=sorted(CONFIG_EVENT_TYPES), stop=self._stop, on_read=alive
+                    ):
+                        for recorded in batch:
+                            self.apply(recorded)
+                        position, delay = batch[-1].position, 0.5
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # a database outage: resume from the last event seen
+                    health.down("config", exc)
+                    log.warning("configuration follower failed; resuming", extra={"error": str(exc)})
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(self._stop.wait(), timeout=delay)
+                    delay = min(delay * 2, 5.0)
 
         self._task = asyncio.get_running_loop().create_task(run(), name="config-view")
 

@@ -18,14 +18,16 @@ import orjson
 from maestro.events.catalog import FrequencySpec
 from maestro.events.model import Metadata
 from maestro.handlers.runs.service import RunService
+from maestro.health import Health
 from maestro.scheduling import Schedule, due_slots, slot_at_or_before
 
 log = logging.getLogger(__name__)
 
 
 class Scheduler:
-    def __init__(self, runs: RunService, *, tick: float = 1.0) -> None:
+    def __init__(self, runs: RunService, *, tick: float = 1.0, health: Health | None = None) -> None:
         self.runs = runs
+        self.health = health or Health()
         self.pool = runs.pool
         self.tick_seconds = tick
         self._task: asyncio.Task[None] | None = None
@@ -71,7 +73,9 @@ class Scheduler:
         while not self._stop.is_set():
             try:
                 await self.tick()
-            except Exception:
+                self.health.ok("scheduler")
+            except Exception as exc:  # the next tick tries again (a database outage, say)
+                self.health.down("scheduler", exc)
                 log.exception("scheduler tick failed")
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), timeout=self.tick_seconds)
