@@ -108,6 +108,9 @@ class Services:
                       extra={"reason": why})
             health.down(RUNNER, why)
             await self._step_down()
+            # Give another replica the first chance at the lock: it may be the one that can reach
+            # the database (and a replica whose lock was taken from it should not grab it back).
+            await asyncio.sleep(self.leader.retry)
 
     async def _step_down(self) -> None:
         await self.runner.stop()
