@@ -184,7 +184,10 @@ async def start_services(runtime: Runtime, *, stack: localstack.LocalStack | Non
     owns_stack = conn.stack is not None and stack is None
     # Threads for the blocking client calls: enough for the jobs in flight, but never one per job
     # (workers may be large; a poll is a few milliseconds).
-    jobs = BigQueryJobs(conn.client, location=conn.location, max_workers=min(settings.workers, 32))
+    jobs = BigQueryJobs(
+        conn.client, location=conn.location, max_workers=min(settings.workers, 32),
+        max_waits=min(settings.workers, 32),  # one server-side wait per job in flight, bounded
+    )
     runtime.runs.project = conn.project
     services: Services
 

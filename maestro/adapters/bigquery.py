@@ -127,12 +127,19 @@ class BigQueryJobs:
 
         Returns once BigQuery has accepted the job, never waiting for it to finish.
         """
+        adopted, _ = await self.submit_state(job_id, config)
+        return not adopted
+
+    async def submit_state(self, job_id: str, config: JobConfig) -> tuple[bool, JobState | None]:
+        """Like :meth:`submit`: (adopted, the job's state as jobs.insert answered it). The
+        answer already says DONE for a job that ended while the insert was in flight (the local
+        stack holds inserts up to 1 s), so no call is spent asking again. Adopted: no state."""
         with _translated():
             try:
-                await self._call(self._insert, job_id, config)
+                job = await self._call(self._insert, job_id, config)
             except api_exceptions.Conflict:
-                return False  # ours, from an earlier attempt to insert it: never a second job
-        return True
+                return True, None  # ours, from an earlier attempt to insert it: never a second job
+        return False, _state(job) if job is not None else None
 
     async def ensure_dataset(self, dataset: str) -> None:
         """Create ``project.dataset`` unless it exists (destinations need their dataset)."""
@@ -142,16 +149,16 @@ class BigQueryJobs:
                 timeout=self._opts["timeout"],
             )
 
-    def _insert(self, job_id: str, config: JobConfig) -> None:
+    def _insert(self, job_id: str, config: JobConfig) -> Any:
         opts = dict(self._opts, job_id=job_id, project=config.project)
         if config.kind == "query":
             # job_retry=None: a job cannot be re-run under the same id (and the client warns
             # otherwise). Given a job id, the client raises the 409 instead of fetching the job.
             query = query_job_config(config)
-            self.client.query(config.query, job_config=query, job_retry=None, **opts)
+            return self.client.query(config.query, job_config=query, job_retry=None, **opts)
         elif config.kind == "extract":
             extract, uris = extract_job_config(config), list(config.destination_uris)
-            self.client.extract_table(config.source, uris, job_config=extract, **opts)
+            return self.client.extract_table(config.source, uris, job_config=extract, **opts)
         else:
             raise ValueError(f"BigQueryJobs cannot submit {config.kind!r} jobs")
 

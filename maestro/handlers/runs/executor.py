@@ -6,10 +6,13 @@ attempt may succeed — which the runner records as the job's last event. A refu
 ``jobs.insert`` or at dataset creation (400/403/404), a job past its deadline, a failure listing
 an extract's files: each is a failed outcome, never a task that dies with the slot it held.
 
-Waiting: a query job's end is awaited server-side (``jobs.getQueryResults`` with ``timeoutMs``,
-in a bounded pool of waits), so a finished parent is noticed at once and a long job costs a call
-every ``wait_max`` seconds instead of a poll every few; extract jobs, and queries when every wait
-slot is taken, are polled with backoff.
+Waiting: the insert's own answer comes first (a job that ended meanwhile costs no further call);
+then jobs.get is polled with backoff capped at ``early_poll_max`` for the first ``wait_after``
+seconds, where most jobs end; after that a query job's end is awaited server-side
+(``jobs.getQueryResults`` with ``timeoutMs``, in a bounded pool of waits), so a long job is noticed
+as it ends and costs a call every ``wait_max`` seconds instead of a poll every ``poll_max``.
+Extract jobs, and queries when every wait slot is taken, are polled with backoff
+(docs/benchmarks.md has the figures, and why the emulator answers waits late).
 """
 
 from __future__ import annotations
@@ -142,22 +145,34 @@ class JobExecutor:
                 await self.attached.wait()
         if state is None:
             await self._ensure_destination(config, deadline)
-            adopted = not await self._retrying(lambda: self.jobs.submit(job_id, config), deadline)
+            adopted, state = await self._retrying(lambda: self._submit(job_id, config), deadline)
             await self._submitted(job_id, run_id, adopted)
         delay = self.config.poll_initial
+        started = time.monotonic()
         while state is None or state.state != "DONE":
             if time.time() >= deadline:
                 raise JobTimedOut(job_id)
-            waited = await self._wait(job_id, config, deadline) if config.kind == "query" else None
+            # Most jobs end within seconds: poll those as before (cheap calls, quick notice),
+            # then wait server-side for the long ones instead of polling every poll_max seconds.
+            early = time.monotonic() - started < self.config.wait_after
+            waited = await self._wait(job_id, config, deadline) if config.kind == "query" and not early else None
             if waited is None or (waited is False and self._waits_short):
                 await asyncio.sleep(min(delay, max(deadline - time.time(), 0.0)))
-                delay = min(delay * 1.5, self.config.poll_max)
+                cap = min(self.config.poll_max, self.config.early_poll_max) if early else self.config.poll_max
+                delay = min(delay * 1.5, cap)
             if waited is False:
                 continue  # BigQuery says it is still running: no need to ask again for its state
             state = await self._get(job_id, config.project, deadline)
             if state is None:  # BigQuery lost it (should not happen): submit under the same id
                 await self._retrying(lambda: self.jobs.submit(job_id, config), deadline)
         return state
+
+    async def _submit(self, job_id: str, config: JobConfig) -> tuple[bool, Any]:
+        """(adopted, the state the insert answered with when the client gives it)."""
+        submit_state = getattr(self.jobs, "submit_state", None)
+        if submit_state is not None:
+            return await submit_state(job_id, config)
+        return not await self.jobs.submit(job_id, config), None
 
     _waits_short = False  # set when the server returned an unfinished wait early (see _wait)
 

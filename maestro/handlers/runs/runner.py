@@ -97,6 +97,16 @@ class Runner:
         self.broken = asyncio.Event()
 
     @property
+    def jobs(self) -> Jobs:
+        return self._jobs
+
+    @jobs.setter
+    def jobs(self, value: Jobs) -> None:
+        self._jobs = value
+        if hasattr(self, "executor"):
+            self.executor.jobs = value
+
+    @property
     def config(self) -> RunnerConfig:
         return self._config
 

@@ -89,3 +89,7 @@ class RunnerConfig:
     job_timeout: float = 6 * 3600.0
     # Longest server-side wait for a query job's end in one call (jobs.getQueryResults timeoutMs).
     wait_max: float = 10.0
+    # A query job is polled (backoff capped at early_poll_max) for its first wait_after seconds,
+    # then awaited server-side.
+    wait_after: float = 3.0
+    early_poll_max: float = 1.0
