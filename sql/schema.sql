@@ -374,7 +374,9 @@ CREATE TABLE public.runs (
     cancel_requested boolean DEFAULT false NOT NULL,
     skipped jsonb DEFAULT '{}'::jsonb NOT NULL,
     counts jsonb DEFAULT '{}'::jsonb NOT NULL,
-    CONSTRAINT runs_status_check CHECK ((status = ANY (ARRAY['running'::text, 'succeeded'::text, 'failed'::text, 'cancelled'::text])))
+    blocked_by text,
+    reason text,
+    CONSTRAINT runs_status_check CHECK ((status = ANY (ARRAY['queued'::text, 'running'::text, 'succeeded'::text, 'failed'::text, 'cancelled'::text, 'skipped'::text])))
 );
 
 --
@@ -652,6 +654,12 @@ CREATE INDEX runs_frequency_slot ON public.runs USING btree (frequency_id, slot 
 --
 
 CREATE INDEX runs_planned_at ON public.runs USING btree (planned_at DESC);
+
+--
+-- Name: runs_queued; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX runs_queued ON public.runs USING btree (frequency_id, slot) WHERE (status = 'queued'::text);
 
 --
 -- Name: runs_status; Type: INDEX; Schema: public; Owner: -

@@ -265,6 +265,11 @@ class FrequencySpec(_Model):
     missed: Literal["latest", "skip"] = Field(
         "latest", description="slots missed while down: run the latest once, or skip them"
     )
+    overlap: Literal["skip", "queue", "allow"] = Field(
+        "skip",
+        description="a slot that comes while the frequency's run is still going: skip it, queue it "
+        "(it starts when that run ends; at most one waits), or allow it to run alongside",
+    )
 
     @model_validator(mode="after")
     def _schedule_rule(self) -> FrequencySpec:

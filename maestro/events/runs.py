@@ -68,6 +68,34 @@ class RunPlanned(Event):
     workers: int | None = None  # per-run concurrency limit
 
 
+class RunQueued(Event):
+    """A scheduled slot (``overlap: queue``) waits for the frequency's run that is still going.
+
+    Nothing is planned yet: when ``blocking_run_id`` has finished, the scheduler appends the run's
+    ``RunPlanned`` to the same stream (version 2), and the runner starts it like any other."""
+
+    run_id: str
+    frequency_id: str
+    slot: dt.datetime
+    blocking_run_id: str
+
+
+class RunSkipped(Event):
+    """A scheduled slot that does not run, decided once on the slot's own stream.
+
+    ``overlap``: the frequency's run ``blocking_run_id`` was still going (``overlap: skip``), or
+    another slot already waits behind it (``overlap: queue`` keeps one waiting run).
+    ``inactive``: a queued slot whose frequency was deactivated before it could start.
+    ``cancelled``: a queued slot cancelled (POST /runs/{id}/cancel) before it started."""
+
+    run_id: str
+    frequency_id: str
+    slot: dt.datetime
+    reason: Literal["overlap", "inactive", "cancelled"]
+    blocking_run_id: str | None = None
+    detail: str = ""
+
+
 class RunCancelRequested(Event):
     run_id: str
     reason: str = ""

@@ -276,13 +276,19 @@ class FrequencyPatch(BaseModel):
     timezone: str | None = None
     active: bool | None = None
     missed: Literal["latest", "skip"] | None = None
+    overlap: Literal["skip", "queue", "allow"] | None = None
 
 
 async def list_frequencies(request: web.Request) -> web.Response:
     rows = await request.app[RUNTIME].pool.fetch(
         "SELECT frequency_id, spec::text, version FROM catalog_frequencies ORDER BY name"
     )
-    return json_response({"frequencies": [{"id": r[0], **orjson.loads(r[1]), "version": r[2]} for r in rows]})
+    return json_response({"frequencies": [{"id": r[0], **_frequency_spec(r[1]), "version": r[2]} for r in rows]})
+
+
+def _frequency_spec(stored: str) -> dict[str, Any]:
+    """The stored spec with today's defaults: a frequency created before a field existed shows it."""
+    return FrequencySpec.model_validate(orjson.loads(stored)).model_dump(mode="json")
 
 
 async def _frequency(request: web.Request, frequency_id: str) -> dict[str, Any]:
@@ -292,7 +298,7 @@ async def _frequency(request: web.Request, frequency_id: str) -> dict[str, Any]:
     )
     if row is None:
         raise NotFound(f"no frequency {frequency_id!r}")
-    return {"id": row[0], **orjson.loads(row[1]), "version": row[2]}
+    return {"id": row[0], **_frequency_spec(row[1]), "version": row[2]}
 
 
 async def create_frequency(request: web.Request) -> web.Response:

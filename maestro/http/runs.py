@@ -28,7 +28,7 @@ def _iso(value: dt.datetime | None) -> str | None:
 
 class RunListQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    status: Literal["running", "succeeded", "failed", "cancelled"] | None = None
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled", "skipped"] | None = None
     frequency: str | None = None
     offset: int = Field(0, ge=0)
     limit: int = Field(50, ge=1, le=500)
@@ -70,12 +70,16 @@ def _run_row(r: Any) -> dict[str, Any]:
         "finished_at": _iso(r["finished_at"]),
         "cancel_requested": r["cancel_requested"],
         "counts": orjson.loads(r["counts"]),
+        # A slot that overlapped the frequency's previous run: the run it waited for or was
+        # skipped behind, and why (the frequency's overlap policy).
+        "blocked_by": r["blocked_by"],
+        "reason": r["reason"],
     }
 
 
 _RUN_COLUMNS = (
     "run_id, frequency_id, slot, trigger, status, planned_at, planned_by, finished_at, "
-    "cancel_requested, counts::text"
+    "cancel_requested, counts::text, blocked_by, reason"
 )
 
 

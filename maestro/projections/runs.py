@@ -17,7 +17,9 @@ from maestro.events.runs import (
     RunCancelRequested,
     RunFinished,
     RunPlanned,
+    RunQueued,
     RunRetryRequested,
+    RunSkipped,
 )
 from maestro.events.store import Connection
 from maestro.projections.base import Projection
@@ -30,7 +32,7 @@ class RunsProjection(Projection):
     mode = "inline"
     event_types = frozenset(
         {
-            "RunPlanned", "RunCancelRequested", "RunRetryRequested", "RunFinished",
+            "RunPlanned", "RunQueued", "RunSkipped", "RunCancelRequested", "RunRetryRequested", "RunFinished",
             "JobPlanned", "JobSubmitted", "JobSucceeded", "JobFailed", "JobCancelled", "JobSkipped",
         }
     )
@@ -44,9 +46,12 @@ class RunsProjection(Projection):
             e = r.event
             at = r.occurred_at
             if isinstance(e, RunPlanned):
+                # A queued slot already has its row: its plan turns it into a running run.
                 await conn.execute(
                     "INSERT INTO runs (run_id, frequency_id, slot, trigger, status, workers, planned_at, "
-                    "planned_by, skipped) VALUES ($1, $2, $3, $4, 'running', $5, $6, $7, $8::jsonb)",
+                    "planned_by, skipped) VALUES ($1, $2, $3, $4, 'running', $5, $6, $7, $8::jsonb) "
+                    "ON CONFLICT (run_id) DO UPDATE SET status = 'running', workers = EXCLUDED.workers, "
+                    "planned_at = EXCLUDED.planned_at, planned_by = EXCLUDED.planned_by, skipped = EXCLUDED.skipped",
                     e.run_id, e.frequency_id, e.slot, e.trigger, e.workers, at, r.metadata.actor,
                     orjson.dumps(e.skipped).decode(),
                 )
@@ -65,6 +70,24 @@ class RunsProjection(Projection):
                             for t in e.tables
                         ],
                     )
+            elif isinstance(e, RunQueued):
+                await conn.execute(
+                    "INSERT INTO runs (run_id, frequency_id, slot, trigger, status, planned_at, planned_by, "
+                    "blocked_by, reason) VALUES ($1, $2, $3, 'schedule', 'queued', $4, $5, $6, $7)",
+                    e.run_id, e.frequency_id, e.slot, at, r.metadata.actor, e.blocking_run_id,
+                    f"queued behind run {e.blocking_run_id}",
+                )
+            elif isinstance(e, RunSkipped):
+                reason = f"{e.reason}: {e.detail}" if e.detail else e.reason
+                status = "cancelled" if e.reason == "cancelled" else "skipped"
+                # Either the slot's first event, or the end of a queued run (its row exists).
+                await conn.execute(
+                    "INSERT INTO runs (run_id, frequency_id, slot, trigger, status, planned_at, planned_by, "
+                    "finished_at, blocked_by, reason) VALUES ($1, $2, $3, 'schedule', $8, $4, $5, $4, $6, $7) "
+                    "ON CONFLICT (run_id) DO UPDATE SET status = EXCLUDED.status, finished_at = EXCLUDED.finished_at, "
+                    "blocked_by = coalesce(EXCLUDED.blocked_by, runs.blocked_by), reason = EXCLUDED.reason",
+                    e.run_id, e.frequency_id, e.slot, at, r.metadata.actor, e.blocking_run_id, reason, status,
+                )
             elif isinstance(e, RunCancelRequested):
                 await conn.execute("UPDATE runs SET cancel_requested = true WHERE run_id = $1", e.run_id)
             elif isinstance(e, RunRetryRequested):

@@ -147,3 +147,31 @@ async def test_x_api_token_header_is_accepted(anon_client, runtime) -> None:
     await runtime.tokens.revoke(token.split("_")[1], TESTS)
     resp = await anon_client.get("/api/v1/tables", headers={"X-Api-Token": token})
     assert resp.status == 401
+
+
+async def test_paging_by_position_never_skips_a_late_commit(client, runtime) -> None:
+    """A page read while an append with a lower position is still open must stop below it: a
+    client that continues after the last position it saw would otherwise never see that event."""
+    for path in ("/api/v1/events", "/api/v1/audit"):
+        owner = path.rsplit("/", 1)[1]
+        slow = await runtime.pool.acquire()
+        try:
+            tx = slow.transaction()
+            await tx.start()
+            await slow.execute(
+                "SELECT * FROM events_append($1, -1, ARRAY['AccountOpened'], ARRAY[1]::smallint[], "
+                "ARRAY[$2::jsonb], ARRAY['{\"actor\":\"user:1\"}'::jsonb], now())",
+                f"account-slow-{owner}", f'{{"owner": "slow-{owner}"}}',
+            )
+            await runtime.store.append(f"account-fast-{owner}", NO_STREAM, [AccountOpened(owner=f"fast-{owner}")], ME)
+            # The fast event has committed with a higher position; the slow one is in flight.
+            resp = await client.get(path, params={"type": "AccountOpened"})
+            assert resp.status == 200
+            seen = [e for e in (await resp.json())["events"] if e["data"]["owner"].endswith(owner)]
+            await tx.commit()
+        finally:
+            await runtime.pool.release(slow)
+        after = max((e["position"] for e in seen), default=0)
+        resp = await client.get(path, params={"type": "AccountOpened", "after": str(after)})
+        seen += [e for e in (await resp.json())["events"] if e["data"]["owner"].endswith(owner)]
+        assert sorted(e["data"]["owner"] for e in seen) == [f"fast-{owner}", f"slow-{owner}"], path

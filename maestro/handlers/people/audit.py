@@ -60,16 +60,23 @@ class AuditLog:
         after: int = 0,
         limit: int = 100,
     ) -> list[RawEvent]:
-        """Events in position order matching every filter given (``until`` is exclusive)."""
+        """Events in position order matching every filter given (``until`` is exclusive).
+
+        Only events at or below the store's safe position are read: an append that took a lower
+        position may still be in flight, and a client that pages on from the last position it
+        saw would never see that event once it commits (docs/event-store.md).
+        """
+        # The bound first, in its own statement; the read is the next one (a newer snapshot).
+        bound = await self.store.head_position()
         rows = await self.store.pool.fetch(
             "SELECT position, stream_id, version, type, schema_version, data::text, metadata::text, occurred_at "
-            "FROM events WHERE position > $1 "
+            "FROM events WHERE position > $1 AND position <= $7 "
             "AND ($2::text IS NULL OR metadata->>'actor' = $2) "
             "AND ($3::timestamptz IS NULL OR occurred_at >= $3) "
             "AND ($4::timestamptz IS NULL OR occurred_at < $4) "
             "AND (cardinality($5::text[]) = 0 OR type = ANY($5)) "
             "ORDER BY position LIMIT $6",
-            after, normalize_actor(actor) if actor else None, since, until, list(types), limit,
+            after, normalize_actor(actor) if actor else None, since, until, list(types), limit, bound,
         )
         return [
             RawEvent(r[0], r[1], r[2], r[3], r[4], orjson.loads(r[5]), orjson.loads(r[6]), r[7]) for r in rows

@@ -4,6 +4,10 @@ Every ``tick`` seconds it reads the active frequencies and the latest slot each 
 ``maestro.scheduling.due_slots`` what is owed, and plans those runs. A slot's run lives in a stream
 named after the frequency and the slot, so when two ``maestro serve`` processes decide the same
 slot one of them finds the stream taken: exactly one run per slot, with no lock between them.
+
+A slot that comes while the frequency's previous run still runs follows the frequency's
+``overlap`` policy (skip, queue or allow; maestro/handlers/runs/overlap.py). Each tick first
+releases the queued runs whose blocker has finished, then decides the due slots.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import orjson
 
 from maestro.events.catalog import FrequencySpec
 from maestro.events.model import Metadata
+from maestro.handlers.runs.overlap import decide_slot, release_queued
 from maestro.handlers.runs.service import RunService
 from maestro.health import Health
 from maestro.scheduling import Schedule, due_slots, slot_at_or_before
@@ -35,8 +40,15 @@ class Scheduler:
         self._created: dict[str, dt.datetime] = {}
 
     async def tick(self, now: dt.datetime | None = None) -> list[str]:
-        """Plan every slot that is due at ``now``; return the run ids this call created."""
+        """Decide every slot that is due at ``now`` and release queued runs whose blocker ended.
+
+        Returns the run ids this call decided (planned, queued or skipped) or released.
+        """
         now = now or dt.datetime.now(dt.timezone.utc)
+        started = []
+        for released in await release_queued(self.runs):
+            started.append(released.run_id)
+            log.info("queued run " + released.outcome, extra={"run_id": released.run_id})
         rows = await self.pool.fetch(
             """
             SELECT f.frequency_id, f.spec::text, last.slot,
@@ -48,7 +60,6 @@ class Scheduler:
             WHERE (f.spec->>'active')::boolean
             """
         )
-        started = []
         for row in rows:
             spec = FrequencySpec.model_validate(orjson.loads(row["spec"]))
             schedule = Schedule.from_spec(spec)
@@ -56,17 +67,19 @@ class Scheduler:
             last = row["slot"] or slot_at_or_before(schedule, row["created_at"])
             for slot in due_slots(schedule, last, now, spec.missed):
                 try:
-                    run_id, created = await self.runs.plan_frequency(
-                        row["frequency_id"], slot=slot, trigger="schedule",
+                    decision = await decide_slot(
+                        self.runs, row["frequency_id"], slot, spec.overlap,
                         # A fresh correlation per slot: each run is its own causal chain.
-                        actor=Metadata(actor="system:scheduler"),
+                        Metadata(actor="system:scheduler"),
                     )
                 except Exception:
                     log.exception("could not plan a run", extra={"frequency_id": row["frequency_id"]})
                     continue
-                if created:
-                    started.append(run_id)
-                    log.info("run planned", extra={"run_id": run_id, "slot": slot.isoformat()})
+                if decision is not None:
+                    started.append(decision.run_id)
+                    log.info("run " + decision.outcome, extra={
+                        "run_id": decision.run_id, "slot": slot.isoformat(), "blocking_run_id": decision.blocking_run_id,
+                    })
         return started
 
     async def _loop(self) -> None:

@@ -18,7 +18,7 @@ import orjson
 from maestro.errors import ConcurrencyConflict, Conflict, NotFound
 from maestro.events.catalog import FrequencySpec, TableSpec
 from maestro.events.model import Metadata
-from maestro.events.runs import JobConfig, PlannedTable, RunCancelRequested, RunPlanned, RunRetryRequested
+from maestro.events.runs import JobConfig, PlannedTable, RunCancelRequested, RunPlanned, RunRetryRequested, RunSkipped
 from maestro.events.store import NO_STREAM, EventStore
 from maestro.handlers.catalog.service import CatalogService
 from maestro.scheduling import conditions_hold, run_id_for
@@ -28,6 +28,14 @@ _LABEL = re.compile(r"[^a-z0-9_-]")
 
 def run_stream(run_id: str) -> str:
     return f"run-{run_id}"
+
+
+async def running_run(pool: Any, frequency_id: str) -> str | None:
+    """The frequency's oldest run still going (scheduled or manual), if any."""
+    return await pool.fetchval(
+        "SELECT run_id FROM runs WHERE frequency_id = $1 AND status = 'running' ORDER BY planned_at, run_id LIMIT 1",
+        frequency_id,
+    )
 
 
 def label_value(value: str) -> str:
@@ -87,11 +95,14 @@ class RunService:
         trigger: str,
         actor: Metadata,
         workers: int | None = None,
+        expected: int = NO_STREAM,
     ) -> tuple[str, bool]:
         """Plan the frequency's run for ``slot`` (None: now, as a manual run).
 
         Returns (run id, created). A scheduled slot that was already planned — by this process
-        or another replica — returns created=False: the slot's stream exists.
+        or another replica — returns created=False: the slot's stream exists (or, for a queued
+        slot released at ``expected=1``, has moved on). The overlap policy is the scheduler's
+        (maestro/handlers/runs/overlap.py); planning here never holds a run.
         """
         freq = await self.frequency(frequency_id)
         if not freq["active"]:
@@ -100,7 +111,7 @@ class RunService:
         run_id = run_id_for(frequency_id, slot) if slot is not None else f"{frequency_id}-manual-{uuid.uuid4().hex[:8]}"
         chosen, skipped = await self._select(frequency_id, at)
         created = await self._plan(run_id, chosen, skipped, actor, frequency_id=frequency_id, slot=slot,
-                                   trigger=trigger, workers=workers)
+                                   trigger=trigger, workers=workers, expected=expected)
         return run_id, created
 
     async def _select(self, frequency_id: str, at: dt.datetime) -> tuple[dict[str, TableSpec], dict[str, str]]:
@@ -114,8 +125,8 @@ class RunService:
         """What the frequency's next scheduled run would contain, in the order it would start."""
         from maestro.scheduling import Schedule, next_slot_after
 
-        freq = await self.frequency(frequency_id)
-        slot = next_slot_after(Schedule.from_spec(FrequencySpec.model_validate(freq)), dt.datetime.now(dt.timezone.utc))
+        spec = FrequencySpec.model_validate(await self.frequency(frequency_id))
+        slot = next_slot_after(Schedule.from_spec(spec), dt.datetime.now(dt.timezone.utc))
         chosen, skipped = await self._select(frequency_id, slot)
         await self.catalog.refresh()
         graph = self.catalog.deps.graph
@@ -127,8 +138,11 @@ class RunService:
         priorities = graph.priorities()
         return {
             "frequency_id": frequency_id,
-            "active": freq["active"],
+            "active": spec.active,
             "slot": slot.isoformat(),
+            # What the slot does if this run is still going then (skip, queue or allow).
+            "overlap": spec.overlap,
+            "blocking_run_id": await running_run(self.pool, frequency_id),
             "skipped": skipped,
             "tables": [
                 {
@@ -163,6 +177,7 @@ class RunService:
         frequency_id: str | None = None,
         slot: dt.datetime | None = None,
         workers: int | None = None,
+        expected: int = NO_STREAM,
     ) -> bool:
         await self.catalog.refresh()
         graph = self.catalog.deps.graph
@@ -195,23 +210,36 @@ class RunService:
             tables=tables, skipped=skipped, workers=workers,
         )
         try:
-            await self.store.append(run_stream(run_id), NO_STREAM, [event], actor)
+            await self.store.append(run_stream(run_id), expected, [event], actor)
         except ConcurrencyConflict:
             return False
         return True
 
     async def cancel(self, run_id: str, actor: Metadata, reason: str = "") -> None:
         row = await self._run(run_id)
+        if row["status"] == "queued":
+            # Nothing started yet: the slot ends here, in one event after its RunQueued (version 1).
+            # A release that won the race makes this a conflict; the run is then cancelled as a
+            # running one.
+            skipped = RunSkipped(
+                run_id=run_id, frequency_id=row["frequency_id"], slot=row["slot"], reason="cancelled",
+                detail=reason or "cancelled while queued",
+            )
+            try:
+                await self.store.append(run_stream(run_id), 1, [skipped], actor)
+                return
+            except ConcurrencyConflict:
+                row = await self._run(run_id)
         if row["status"] != "running":
-            raise Conflict(f"run {run_id} is {row['status']}; only a running run can be cancelled")
+            raise Conflict(f"run {run_id} is {row['status']}; only a running or queued run can be cancelled")
         version = await self.store.stream_version(run_stream(run_id))
         await self.store.append(run_stream(run_id), version or 0, [RunCancelRequested(run_id=run_id, reason=reason)], actor)
 
     async def retry(self, run_id: str, actor: Metadata) -> list[str]:
         """Re-run the tables that failed, were skipped or never ran; never redo a success."""
         row = await self._run(run_id)
-        if row["status"] == "running":
-            raise Conflict(f"run {run_id} is still running")
+        if row["status"] in ("running", "queued"):
+            raise Conflict(f"run {run_id} is still {row['status']}")
         if row["status"] == "succeeded":
             raise Conflict(f"run {run_id} succeeded; nothing to retry")
         tables = [
@@ -221,12 +249,14 @@ class RunService:
                 run_id,
             )
         ]
+        if not tables:  # a skipped slot, or a queued one cancelled before it was planned
+            raise Conflict(f"run {run_id} is {row['status']} with nothing planned; nothing to retry")
         version = await self.store.stream_version(run_stream(run_id))
         await self.store.append(run_stream(run_id), version or 0, [RunRetryRequested(run_id=run_id, tables=tables)], actor)
         return tables
 
     async def _run(self, run_id: str) -> Any:
-        row = await self.pool.fetchrow("SELECT status FROM runs WHERE run_id = $1", run_id)
+        row = await self.pool.fetchrow("SELECT status, frequency_id, slot FROM runs WHERE run_id = $1", run_id)
         if row is None:
             raise NotFound(f"no run {run_id!r}")
         return row
