@@ -207,8 +207,17 @@ async def _live(request: web.Request) -> str:
 
 async def table_parents(request: web.Request) -> web.Response:
     table_id = await _live(request)
-    deps = _catalog(request).dependencies(table_id)
-    return json_response({"parents": _summaries(request, deps["parents"]), "external": deps["external"]})
+    catalog = _catalog(request)
+    references = catalog.references(table_id)
+    found = catalog.deps.resolution(table_id)
+    return json_response({
+        # The tables that order this one's runs (kind inferred or depends_on) ...
+        "parents": [r for r in references if r["kind"] != "not_dependency"],
+        # ... and every table it names, including those its not_dependencies exclude.
+        "references": references,
+        "external": list(found.external),
+        "missing": list(found.missing),  # depends_on entries naming no live table
+    })
 
 
 async def table_children(request: web.Request) -> web.Response:
@@ -237,8 +246,19 @@ async def graph(request: web.Request) -> web.Response:
         for n in g.nodes()
         if n in catalog.deps.entries
     ]
-    edges = [{"parent": p, "child": c} for p, c in g.edges()]
-    return json_response({"nodes": nodes, "edges": edges, "generations": g.topological_generations()})
+    resolved = {n: catalog.deps.resolution(n) for n in g.nodes() if n in catalog.deps.entries}
+    edges = [{"parent": p, "child": c, "kind": resolved[c].kind(p)} for p, c in g.edges() if c in resolved]
+    # References a not_dependencies entry keeps out of the DAG: shown, but they order nothing.
+    ignored = [
+        {"parent": p, "child": c, "kind": "not_dependency"}
+        for c, found in sorted(resolved.items())
+        for p in sorted(found.ignored)
+        if p in g
+    ]
+    return json_response({
+        "nodes": nodes, "edges": edges, "ignored_edges": ignored,
+        "generations": g.topological_generations(),
+    })
 
 
 async def table_lineage(request: web.Request) -> web.Response:

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 from maestro.catalog.sql import TableRef, analyze, self_reference_free
-from maestro.errors import Conflict, NotFound
+from maestro.errors import Conflict, InvalidDependency, NotFound
 from maestro.events.catalog import (
     QUERY_FIELDS,
     DatasetRegistered,
@@ -39,6 +39,9 @@ from maestro.scheduling import Schedule
 from maestro.validation import validated
 
 TABLE_EVENTS = ("TableCreated", "TableQueryChanged", "TableSettingsChanged", "TableDeleted", "TableRestored")
+
+
+SPEC_DEFAULTS = TableSpec.model_construct(dataset="d", name="n").to_payload()
 
 
 def table_stream(table_id: str) -> str:
@@ -98,9 +101,32 @@ class CatalogService:
         project = s.project or self.default_project
         return self_reference_free(analysis.references, project, s.dataset, s.name)
 
-    def _entry(self, table_id: str, spec: TableSpec | dict[str, Any]) -> Entry:
+    def _entry(self, table_id: str, spec: TableSpec | dict[str, Any], *, check: bool = True) -> Entry:
+        """The table as dependency resolution sees it. With ``check`` (a write), a
+        ``not_dependencies`` entry the SQL does not read is refused (InvalidDependency); stored
+        specs are read back without it, so a parser upgrade never makes the catalog unloadable."""
         s = spec if isinstance(spec, TableSpec) else TableSpec.model_validate(spec)
-        return Entry(table_id, s.project, s.dataset, s.name, self.refs_of(s))
+        refs = self.refs_of(s)
+        ignored = frozenset(self._ref(name) for name in s.not_dependencies)
+        if check:
+            unread = [
+                str(nd) for nd in sorted(ignored, key=str)
+                if not any(ref == nd or ref.matches(nd.project, nd.dataset, nd.name) for ref in refs)
+            ]
+            if unread:
+                raise InvalidDependency(
+                    f"{s.qualified_name}: not_dependencies names what its SQL does not read: "
+                    f"{', '.join(unread)}",
+                    table=s.qualified_name, field="not_dependencies", names=unread,
+                )
+        depends_on = frozenset(self._ref(name) for name in s.depends_on)
+        return Entry(table_id, s.project, s.dataset, s.name, refs, depends_on, ignored)
+
+    def _ref(self, name: str) -> TableRef:
+        """A ``depends_on``/``not_dependencies`` name resolved as the SQL's references are."""
+        parts = name.split(".")
+        project = parts[0] if len(parts) == 3 else self.default_project
+        return TableRef(project.lower() if project else None, parts[-2], parts[-1])
 
     async def refresh(self) -> None:
         """Rebuild the in-memory dependency state if the catalog moved (another replica wrote).
@@ -115,7 +141,7 @@ class CatalogService:
         rows = await self.pool.fetch(
             "SELECT table_id, spec::text FROM catalog_tables WHERE NOT deleted"
         )
-        entries = [self._entry(r["table_id"], orjson.loads(r["spec"])) for r in rows]
+        entries = [self._entry(r["table_id"], orjson.loads(r["spec"]), check=False) for r in rows]
         self.deps = DependencyState.build(entries, self.default_project)
         self._position = fingerprint
 
@@ -190,7 +216,9 @@ class CatalogService:
             target = current.spec
             if version is not None:
                 old = await self.get_table(table_id, version=version)
-                target = old.spec
+                # Validated, so fields added since that version come back at their defaults
+                # (a version from before ``depends_on`` existed had none).
+                target = validate_spec(old.spec).to_payload()
                 events.extend(self._diff_events(table_id, current.spec, target))
             if current.deleted:
                 events.insert(0, TableRestored(table_id=table_id))
@@ -214,7 +242,12 @@ class CatalogService:
         events: list[Event] = []
         if any(old.get(k) != new.get(k) for k in QUERY_FIELDS):
             events.append(TableQueryChanged(table_id=table_id, query=new["query"], legacy_sql=new["legacy_sql"]))
-        settings = {k: v for k, v in new.items() if k not in QUERY_FIELDS and old.get(k) != v}
+        # A field the stored spec lacks (added to TableSpec after it was written) has its default:
+        # re-saving such a table records no change of it.
+        settings = {
+            k: v for k, v in new.items()
+            if k not in QUERY_FIELDS and old.get(k, SPEC_DEFAULTS.get(k)) != v
+        }
         if settings:
             events.append(TableSettingsChanged(table_id=table_id, changes=settings))
         return events
@@ -299,15 +332,29 @@ class CatalogService:
         return sorted((v for v in views if not v.deleted), key=lambda v: (v.spec["dataset"], v.spec["name"]))
 
     def dependencies(self, table_id: str) -> dict[str, Any]:
+        """Parents (the tables that order this one's runs), children, and external references."""
         entry = self.deps.entries.get(table_id)
         if entry is None:
             return {"parents": [], "children": [], "external": []}
-        _, external = self.deps.resolve(entry)
         return {
             "parents": sorted(self.deps.graph.parents(table_id)),
             "children": sorted(self.deps.graph.children(table_id)),
-            "external": external,
+            "external": list(self.deps.resolution(table_id).external),
         }
+
+    def references(self, table_id: str) -> list[dict[str, Any]]:
+        """Every catalog table this one names, with its kind: ``inferred`` (the SQL reads it),
+        ``depends_on`` (declared; the SQL does not read it) — both order runs — or
+        ``not_dependency`` (the SQL reads it, but it does not order runs)."""
+        if table_id not in self.deps.entries:
+            return []
+        found = self.deps.resolution(table_id)
+        kinds = {tid: found.kind(tid) for tid in found.parents}
+        kinds.update({tid: "not_dependency" for tid in found.ignored})
+        return [
+            {"id": tid, "dataset": self.deps.entries[tid].dataset, "name": self.deps.entries[tid].name, "kind": kind}
+            for tid, kind in sorted(kinds.items(), key=lambda item: (self.deps.label(item[0]), item[0]))
+        ]
 
     # ------------------------------------------------------------------ frequencies and datasets
     async def create_frequency(self, spec: FrequencySpec, actor: Metadata) -> str:
