@@ -167,6 +167,18 @@ class Forbidden(MaestroError):
     status = 403
 
 
+class ProjectNotAllowed(Forbidden):
+    """Tables may not write to this project (the bigquery section's allowed_projects)."""
+
+    code = "project_not_allowed"
+
+
+class DatasetOfAnotherGroup(Forbidden):
+    """The destination dataset belongs to another group."""
+
+    code = "dataset_of_another_group"
+
+
 class IdentityProviderUnavailable(Unauthenticated):
     """The identity provider could not be reached or gave an unusable answer; try again later."""
 

@@ -320,3 +320,11 @@ class DatasetRegistered(Event):
     dataset: DatasetName
     project: ProjectId | None = None
     description: str = ""
+
+
+class DatasetOwnerChanged(Event):
+    """An administrator gave a dataset to a group (None: to no group). Members of other groups
+    may not point tables at it; without an owner, the groups whose tables it holds own it."""
+
+    dataset: DatasetName
+    group_id: str | None = None
