@@ -1,4 +1,5 @@
-"""The catalog API: tables, their dependencies, history and lineage; frequencies; datasets."""
+"""The catalog API: tables, their dependencies, history and lineage; frequencies (datasets:
+``maestro.http.datasets``)."""
 
 from __future__ import annotations
 
@@ -9,15 +10,14 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from maestro.handlers.catalog import destinations, lineage
+from maestro.handlers.catalog import lineage
 from maestro.errors import NotFound, ValidationFailed
-from maestro.events.catalog import DatasetName, DatasetRegistered, FrequencySpec, ProjectId, TableSpec
+from maestro.events.catalog import FrequencySpec, TableSpec
 from maestro.handlers.catalog.service import validate_spec
 from maestro.http.auth import principal
 from maestro.http.keys import RUNTIME
 from maestro.http.routing import Route, register, routes
 from maestro.http.validation import json_object, json_response, parse_body, parse_query, pop_expected_version
-from maestro.validation import validated
 
 MAX_PAGE = 500
 SPEC_FIELDS = frozenset(
@@ -335,51 +335,6 @@ async def patch_frequency(request: web.Request) -> web.Response:
     return json_response(await _frequency(request, frequency_id))
 
 
-# ---------------------------------------------------------------------- datasets
-class DatasetBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    dataset: DatasetName
-    project: ProjectId | None = None
-    description: str = ""
-
-
-async def list_datasets(request: web.Request) -> web.Response:
-    rows = await request.app[RUNTIME].pool.fetch(
-        """
-        SELECT d.dataset, max(d.project) AS project, max(d.description) AS description,
-               max(d.owner_group) AS owner_group, count(t.table_id) AS tables,
-               array_remove(array_agg(DISTINCT t.spec->>'group_id'), NULL) AS table_groups
-        FROM (SELECT dataset, project, description, owner_group FROM catalog_datasets
-              UNION SELECT DISTINCT dataset, NULL, NULL, NULL FROM catalog_tables WHERE NOT deleted) d
-        LEFT JOIN catalog_tables t ON t.dataset = d.dataset AND NOT t.deleted
-        GROUP BY d.dataset ORDER BY d.dataset
-        """
-    )
-    return json_response({"datasets": [
-        {**dict(r), "description": r["description"] or "", "table_groups": sorted(r["table_groups"])} for r in rows
-    ]})
-
-
-class DatasetOwnerBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    group_id: str | None = Field(description="the owning group; null: no owner (its tables' groups own it)")
-
-
-async def set_dataset_owner(request: web.Request) -> web.Response:
-    body = await parse_body(DatasetOwnerBody, request)
-    dataset = validated(DatasetBody, {"dataset": request.match_info["dataset"]}).dataset
-    runtime = request.app[RUNTIME]
-    await destinations.set_dataset_owner(runtime.store, runtime.users, dataset, body.group_id, principal(request).metadata())
-    owners = await destinations.dataset_owners(runtime.pool, dataset)
-    return json_response({"dataset": dataset, "owner_group": owners.owner, "groups": sorted(owners.groups)})
-
-
-async def register_dataset(request: web.Request) -> web.Response:
-    body = await parse_body(DatasetBody, request)
-    await _catalog(request).register_dataset(DatasetRegistered(**body.model_dump()), principal(request).metadata())
-    return json_response(body.model_dump(), status=201)
-
-
 ROUTES = routes(
     Route("GET", "/api/v1/tables", list_tables, "List tables (filters, text search, pagination)", query=TableListQuery, rule="read", tag="tables"),
     Route("POST", "/api/v1/tables", create_table, "Create a table", rule="write", body=TableSpec, status=201, tag="tables"),
@@ -399,9 +354,6 @@ ROUTES = routes(
     Route("POST", "/api/v1/frequencies", create_frequency, "Create a frequency", rule="admin", body=FrequencySpec, status=201, tag="frequencies"),
     Route("GET", "/api/v1/frequencies/{frequency_id}", get_frequency, "A frequency", rule="read", tag="frequencies"),
     Route("PATCH", "/api/v1/frequencies/{frequency_id}", patch_frequency, "Change a frequency", rule="admin", body=FrequencyPatch, tag="frequencies"),
-    Route("GET", "/api/v1/datasets", list_datasets, "Datasets (registered or used by tables)", rule="read", tag="datasets"),
-    Route("POST", "/api/v1/datasets", register_dataset, "Register a dataset", rule="admin", body=DatasetBody, status=201, tag="datasets"),
-    Route("PUT", "/api/v1/datasets/{dataset}/owner", set_dataset_owner, "Give a dataset to a group (members of others may not write there)", rule="admin", body=DatasetOwnerBody, tag="datasets"),
 )
 
 

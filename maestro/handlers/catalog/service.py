@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import difflib
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -31,21 +29,17 @@ from maestro.events.catalog import (
     TableSettingsChanged,
     TableSpec,
 )
-from maestro.events.model import Event, Metadata, RecordedEvent
+from maestro.events.model import Event, Metadata
 from maestro.events.store import NO_STREAM, EventStore
+from maestro.handlers.catalog import history
 from maestro.handlers.catalog.dependencies import DependencyState, Entry
-from maestro.projections.catalog import apply_table_event
+from maestro.handlers.catalog.history import TABLE_EVENTS, TableView, fold_table, table_stream
 from maestro.scheduling import Schedule
 from maestro.validation import validated
 
-TABLE_EVENTS = ("TableCreated", "TableQueryChanged", "TableSettingsChanged", "TableDeleted", "TableRestored")
-
+__all__ = ["TABLE_EVENTS", "CatalogService", "TableView", "fold_table", "new_id", "table_stream", "validate_spec"]
 
 SPEC_DEFAULTS = TableSpec.model_construct(dataset="d", name="n").to_payload()
-
-
-def table_stream(table_id: str) -> str:
-    return f"table-{table_id}"
 
 
 def new_id() -> str:
@@ -54,32 +48,6 @@ def new_id() -> str:
 
 def validate_spec(payload: dict[str, Any]) -> TableSpec:
     return validated(TableSpec, payload)
-
-
-@dataclass(frozen=True, slots=True)
-class TableView:
-    """A table as the API shows it."""
-
-    table_id: str
-    spec: dict[str, Any]
-    version: int
-    deleted: bool
-    created_at: dt.datetime | None
-    created_by: str | None
-    updated_at: dt.datetime | None
-    updated_by: str | None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.table_id,
-            **self.spec,
-            "version": self.version,
-            "deleted": self.deleted,
-            "created_at": self.created_at.isoformat() if self.created_at else None,
-            "created_by": self.created_by,
-            "updated_at": self.updated_at.isoformat() if self.updated_at else None,
-            "updated_by": self.updated_by,
-        }
 
 
 class CatalogService:
@@ -282,54 +250,11 @@ class CatalogService:
         return fold_table(events)
 
     async def history(self, table_id: str) -> list[dict[str, Any]]:
-        events = await self.store.read(table_stream(table_id))
-        if not events:
-            raise NotFound(f"no table {table_id!r}")
-        versions = []
-        spec: dict[str, Any] = {}
-        for r in events:
-            before = spec
-            spec = apply_table_event(spec, r.event)
-            entry: dict[str, Any] = {
-                "version": r.version,
-                "type": r.type,
-                "actor": r.metadata.actor,
-                "at": r.occurred_at.isoformat(),
-                "position": r.position,
-            }
-            if "restored_from_version" in r.metadata.extra:
-                entry["restored_from_version"] = r.metadata.extra["restored_from_version"]
-            if isinstance(r.event, TableCreated):
-                entry["changes"] = {"created": True}
-                entry["diff"] = _unified(f"{r.version}", "", spec["query"])
-            elif isinstance(r.event, TableQueryChanged):
-                entry["changes"] = {k: spec[k] for k in QUERY_FIELDS if before.get(k) != spec[k]}
-                entry["diff"] = _unified(f"{r.version}", before.get("query", ""), spec["query"])
-            elif isinstance(r.event, TableSettingsChanged):
-                entry["changes"] = {
-                    k: {"from": before.get(k), "to": v} for k, v in r.event.changes.items()
-                }
-            elif isinstance(r.event, TableDeleted):
-                entry["changes"] = {"deleted": True, "reason": r.event.reason}
-            elif isinstance(r.event, TableRestored):
-                entry["changes"] = {"deleted": False}
-            versions.append(entry)
-        return versions
+        return await history.versions(self.store, table_id)
 
     async def catalog_as_of(self, as_of: dt.datetime) -> list[TableView]:
         """Every table that was live at ``as_of``, as it was then."""
-        by_stream: dict[str, list[RecordedEvent]] = {}
-        position = 0
-        while True:
-            batch = await self.store.read_all(position, 5000, TABLE_EVENTS)
-            if not batch:
-                break
-            position = batch[-1].position
-            for r in batch:
-                if r.occurred_at <= as_of:
-                    by_stream.setdefault(r.stream_id, []).append(r)
-        views = [fold_table(sorted(evs, key=lambda e: e.version)) for evs in by_stream.values()]
-        return sorted((v for v in views if not v.deleted), key=lambda v: (v.spec["dataset"], v.spec["name"]))
+        return await history.catalog_as_of(self.store, as_of)
 
     def dependencies(self, table_id: str) -> dict[str, Any]:
         """Parents (the tables that order this one's runs), children, and external references."""
@@ -382,28 +307,3 @@ class CatalogService:
 
     async def register_dataset(self, event: DatasetRegistered, actor: Metadata) -> None:
         await self.store.append(f"dataset-{event.dataset}", -2, [event], actor)
-
-
-def fold_table(events: Sequence[RecordedEvent]) -> TableView:
-    spec: dict[str, Any] = {}
-    deleted = False
-    for r in events:
-        spec = apply_table_event(spec, r.event)
-        if isinstance(r.event, TableDeleted):
-            deleted = True
-        elif isinstance(r.event, TableRestored):
-            deleted = False
-    first, last = events[0], events[-1]
-    table_id = last.stream_id.removeprefix("table-")
-    return TableView(
-        table_id, spec, last.version, deleted, first.occurred_at, first.metadata.actor,
-        last.occurred_at, last.metadata.actor,
-    )
-
-
-def _unified(label: str, old: str, new: str) -> str:
-    return "".join(
-        difflib.unified_diff(
-            old.splitlines(keepends=True), new.splitlines(keepends=True), "before", f"version {label}"
-        )
-    )
