@@ -108,9 +108,30 @@ class CycleDetected(Conflict):
 
     code = "cycle_detected"
 
-    def __init__(self, path: list[str]) -> None:
+    def __init__(
+        self, path: list[str], *, cycles: list[list[str]] | None = None, advice: list[str] | None = None
+    ) -> None:
+        # ``path`` is the first cycle; ``cycles`` all that were found (a folder reports every one
+        # at once); ``advice`` how to break them, one line per cycle.
         self.path = path
-        super().__init__("dependency cycle: " + " -> ".join(path), path=path)
+        self.cycles = cycles or [path]
+        self.advice = advice or []
+        shown = "; ".join(" -> ".join(cycle) for cycle in self.cycles)
+        many = len(self.cycles) > 1
+        message = f"{len(self.cycles)} dependency cycles: {shown}" if many else f"dependency cycle: {shown}"
+        if self.advice:
+            message += ". " + "; ".join(self.advice)
+        details: dict[str, Any] = {"path": path, "cycles": self.cycles}
+        if self.advice:
+            details["advice"] = self.advice
+        super().__init__(message, **details)
+
+
+class InvalidDependency(ValidationFailed):
+    """A declared dependency (depends_on, not_dependencies) does not hold."""
+
+    code = "invalid_dependency"
+    status = 400
 
 
 class ConfigurationError(MaestroError):
@@ -144,6 +165,18 @@ class Forbidden(MaestroError):
 
     code = "forbidden"
     status = 403
+
+
+class ProjectNotAllowed(Forbidden):
+    """Tables may not write to this project (the bigquery section's allowed_projects)."""
+
+    code = "project_not_allowed"
+
+
+class DatasetOfAnotherGroup(Forbidden):
+    """The destination dataset belongs to another group."""
+
+    code = "dataset_of_another_group"
 
 
 class IdentityProviderUnavailable(Unauthenticated):

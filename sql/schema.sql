@@ -165,7 +165,8 @@ CREATE TABLE public.catalog_datasets (
     dataset text NOT NULL,
     project text,
     description text DEFAULT ''::text NOT NULL,
-    created_at timestamp with time zone NOT NULL
+    created_at timestamp with time zone NOT NULL,
+    owner_group text
 );
 
 --

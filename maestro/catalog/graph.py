@@ -51,23 +51,23 @@ class DependencyGraph:
         >>> DependencyGraph.from_edges(["x"], [("a", "b")]).nodes()
         ['a', 'b', 'x']
         """
+        graph = cls.unchecked(nodes, edges)
+        # Checking each edge as it is added would cost a traversal per edge; one acyclicity test
+        # at the end is linear. On failure, report every cycle (see ``cycles``), so a folder's
+        # author fixes them all in one pass, the same whatever the input order.
+        if not rx.is_directed_acyclic_graph(graph._g):
+            cycles = graph.copy().cycles()
+            raise CycleDetected(cycles[0], cycles=cycles)
+        return graph
+
+    @classmethod
+    def unchecked(cls, nodes: Iterable[str], edges: Iterable[tuple[str, str]]) -> DependencyGraph:
+        """A graph of these edges *without* the acyclicity check: only to call :meth:`cycles` on."""
         graph = cls()
         for key in nodes:
             graph.add_node(key)
         pairs = [(graph._add(parent), graph._add(child)) for parent, child in edges]
         graph._g.add_edges_from_no_data(pairs)
-        # Checking each edge as it is added would cost a traversal per edge; one acyclicity test
-        # at the end is linear. On failure, report the cycle through the smallest key in a cyclic
-        # strongly connected component, so the message is the same whatever the input order.
-        if not rx.is_directed_acyclic_graph(graph._g):
-            cyclic = [
-                graph._g[i]
-                for component in rx.strongly_connected_components(graph._g)
-                for i in component
-                if len(component) > 1 or graph._g.has_edge(i, i)
-            ]
-            start = graph._index[min(cyclic)]
-            raise CycleDetected(graph._cycle_path(start, set(graph._g.predecessor_indices(start))))
         return graph
 
     def copy(self) -> DependencyGraph:
@@ -110,6 +110,36 @@ class DependencyGraph:
             self._g.remove_edge(gone, index)
         self._g.add_edges_from_no_data([(parent, index) for parent in wanted_indices - current])
         self._version += 1
+
+    def cycles(self) -> list[list[str]]:
+        """Cycles that together break every cycle, each as ``[start, ..., start]``. Mutates!
+
+        For a graph built :meth:`unchecked` (it removes the reported edges). Repeatedly: in every cyclic
+        strongly connected component, the shortest cycle through its smallest key; its last edge
+        (into that key) is removed and the search starts again. Removing the reported last edges
+        leaves the graph acyclic, so the list is every cycle a user has to break, and it is the
+        same whatever order the edges came in.
+
+        >>> g = DependencyGraph.unchecked(
+        ...     [], [("a", "b"), ("b", "a"), ("b", "c"), ("c", "b"), ("x", "y"), ("y", "x")])
+        >>> g.cycles()
+        [['a', 'b', 'a'], ['x', 'y', 'x'], ['b', 'c', 'b']]
+        """
+        found: list[list[str]] = []
+        while not rx.is_directed_acyclic_graph(self._g):
+            starts = sorted(
+                min(self._g[i] for i in component)
+                for component in rx.strongly_connected_components(self._g)
+                if len(component) > 1 or self._g.has_edge(component[0], component[0])
+            )
+            for key in starts:
+                start = self._index[key]
+                closing = set(self._g.predecessor_indices(start))
+                cycle = self._cycle_path(start, closing)
+                found.append(cycle)
+                self._g.remove_edge(self._index[cycle[-2]], start)
+            self._version += 1
+        return found
 
     def check_parents(self, key: str, parents: Iterable[str]) -> None:
         """Raise :class:`CycleDetected` if ``set_parents(key, parents)`` would; never mutates."""

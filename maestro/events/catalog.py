@@ -59,6 +59,21 @@ def _column_name(value: str) -> str:
     return value
 
 
+def _table_reference(value: str) -> str:
+    """``dataset.name`` or ``project.dataset.name``, as a query names a table (no backticks)."""
+    parts = value.split(".")
+    if len(parts) not in (2, 3):
+        raise ValueError(f"{value!r}: name a table as dataset.name or project.dataset.name")
+    try:
+        if len(parts) == 3:
+            parts[0] = _project_id(parts[0].lower())  # project ids compare case-insensitively
+        _dataset_name(parts[-2])
+        _table_name(parts[-1])
+    except ValueError as exc:
+        raise ValueError(f"{value!r}: {exc}") from None
+    return ".".join(parts)
+
+
 def _timezone(value: str) -> str:
     try:
         zoneinfo.ZoneInfo(value)
@@ -72,6 +87,7 @@ TableName = Annotated[str, AfterValidator(_table_name)]
 ProjectId = Annotated[str, AfterValidator(_project_id)]
 ColumnName = Annotated[str, AfterValidator(_column_name)]
 TimeZone = Annotated[str, AfterValidator(_timezone)]
+TableReference = Annotated[str, AfterValidator(_table_reference)]
 
 
 class _Model(BaseModel):
@@ -179,6 +195,10 @@ class TableSpec(_Model):
     db_export: DatabaseExport | None = None
     import_settings: ImportSettings | None = Field(None, alias="import")
     external: ExternalSettings | None = None
+    # Dependencies the SQL does not show, and references it shows that must not order runs (a
+    # table reading the previous state of a table that reads it). Resolved like references.
+    depends_on: list[TableReference] = Field(default_factory=list, max_length=1000)
+    not_dependencies: list[TableReference] = Field(default_factory=list, max_length=1000)
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
@@ -206,6 +226,12 @@ class TableSpec(_Model):
                 raise ValueError("an external table takes no query or import settings")
         if self.legacy_sql and (self.partitioning is not None or self.clustering):
             raise ValueError("partitioning and clustering need standard SQL")
+        for key in ("depends_on", "not_dependencies"):
+            names = getattr(self, key)
+            if len(set(names)) != len(names):
+                raise ValueError(f"{key}: a table is listed twice")
+        if both := sorted(set(self.depends_on) & set(self.not_dependencies)):
+            raise ValueError(f"{', '.join(both)}: in both depends_on and not_dependencies")
         if self.clustering and self.partitioning is None:
             pass  # BigQuery allows clustering unpartitioned tables
         return self
@@ -299,3 +325,11 @@ class DatasetRegistered(Event):
     dataset: DatasetName
     project: ProjectId | None = None
     description: str = ""
+
+
+class DatasetOwnerChanged(Event):
+    """An administrator gave a dataset to a group (None: to no group). Members of other groups
+    may not point tables at it; without an owner, the groups whose tables it holds own it."""
+
+    dataset: DatasetName
+    group_id: str | None = None

@@ -93,6 +93,10 @@ class BigQuerySection(Section):
     default_dataset: DatasetName | None = None
     bucket: str | None = Field(None, description="GCS bucket for extracts and loads")
     location: str | None = Field(None, description="BigQuery location, like US, EU or europe-west1")
+    allowed_projects: list[ProjectId] = Field(
+        default_factory=list, max_length=100,
+        description="projects members' tables may write to besides the configured one (empty: only it)",
+    )
 
     @model_validator(mode="after")
     def _names(self) -> BigQuerySection:

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from maestro.http import catalog, config, history, ops, runs
+from maestro.http import catalog, config, datasets, history, ops, runs
 from maestro.http import access, login, people
 from maestro.http.auth import LIMITER, auth_middleware
 from maestro.http.errors import error_middleware
@@ -46,6 +46,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> web.App
     ops.add_routes(app)
     history.add_routes(app)
     catalog.add_routes(app)
+    datasets.add_routes(app)
     runs.add_routes(app)
     login.add_routes(app)
     people.add_routes(app)

@@ -83,11 +83,13 @@ async def authenticate(request: web.Request) -> Principal:
     return who
 
 
-async def deny(request: web.Request, who: Principal, rule: str, why: str) -> NoReturn:
+async def deny(
+    request: web.Request, who: Principal, rule: str, why: str, error: type[Forbidden] = Forbidden
+) -> NoReturn:
     event = AccessDenied(rule=rule, user_id=who.user_id, method=request.method, path=request.path,
                          address=client_address(request))
     await request.app[RUNTIME].audit.record(event, who.actor)
-    raise Forbidden(f"forbidden by rule '{rule}': {why}", rule=rule)
+    raise error(f"forbidden by rule '{rule}': {why}", rule=rule)
 
 
 async def authorize(route: Route, request: web.Request, who: Principal) -> None:
@@ -96,9 +98,9 @@ async def authorize(route: Route, request: web.Request, who: Principal) -> None:
     if route.rule == "admin":
         await deny(request, who, "admin", "only administrators may do this")
     if route.rule == "write":
-        problem = await write_problem(request, who)
-        if problem is not None:
-            await deny(request, who, "write", problem)
+        refusal = await write_problem(request, who)
+        if refusal is not None:
+            await deny(request, who, "write", refusal.why, refusal.error)
         return
     raise Forbidden(f"the route declares an unknown rule {route.rule!r}: nobody may call it")
 

@@ -1,4 +1,5 @@
-"""The catalog API: tables, their dependencies, history and lineage; frequencies; datasets."""
+"""The catalog API: tables, their dependencies, history and lineage; frequencies (datasets:
+``maestro.http.datasets``)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from maestro.handlers.catalog import lineage
 from maestro.errors import NotFound, ValidationFailed
-from maestro.events.catalog import DatasetName, DatasetRegistered, FrequencySpec, ProjectId, TableSpec
+from maestro.events.catalog import FrequencySpec, TableSpec
 from maestro.handlers.catalog.service import validate_spec
 from maestro.http.auth import principal
 from maestro.http.keys import RUNTIME
@@ -207,8 +208,17 @@ async def _live(request: web.Request) -> str:
 
 async def table_parents(request: web.Request) -> web.Response:
     table_id = await _live(request)
-    deps = _catalog(request).dependencies(table_id)
-    return json_response({"parents": _summaries(request, deps["parents"]), "external": deps["external"]})
+    catalog = _catalog(request)
+    references = catalog.references(table_id)
+    found = catalog.deps.resolution(table_id)
+    return json_response({
+        # The tables that order this one's runs (kind inferred or depends_on) ...
+        "parents": [r for r in references if r["kind"] != "not_dependency"],
+        # ... and every table it names, including those its not_dependencies exclude.
+        "references": references,
+        "external": list(found.external),
+        "missing": list(found.missing),  # depends_on entries naming no live table
+    })
 
 
 async def table_children(request: web.Request) -> web.Response:
@@ -237,8 +247,19 @@ async def graph(request: web.Request) -> web.Response:
         for n in g.nodes()
         if n in catalog.deps.entries
     ]
-    edges = [{"parent": p, "child": c} for p, c in g.edges()]
-    return json_response({"nodes": nodes, "edges": edges, "generations": g.topological_generations()})
+    resolved = {n: catalog.deps.resolution(n) for n in g.nodes() if n in catalog.deps.entries}
+    edges = [{"parent": p, "child": c, "kind": resolved[c].kind(p)} for p, c in g.edges() if c in resolved]
+    # References a not_dependencies entry keeps out of the DAG: shown, but they order nothing.
+    ignored = [
+        {"parent": p, "child": c, "kind": "not_dependency"}
+        for c, found in sorted(resolved.items())
+        for p in sorted(found.ignored)
+        if p in g
+    ]
+    return json_response({
+        "nodes": nodes, "edges": edges, "ignored_edges": ignored,
+        "generations": g.topological_generations(),
+    })
 
 
 async def table_lineage(request: web.Request) -> web.Response:
@@ -320,34 +341,6 @@ async def patch_frequency(request: web.Request) -> web.Response:
     return json_response(await _frequency(request, frequency_id))
 
 
-# ---------------------------------------------------------------------- datasets
-class DatasetBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    dataset: DatasetName
-    project: ProjectId | None = None
-    description: str = ""
-
-
-async def list_datasets(request: web.Request) -> web.Response:
-    rows = await request.app[RUNTIME].pool.fetch(
-        """
-        SELECT d.dataset, max(d.project) AS project, max(d.description) AS description,
-               count(t.table_id) AS tables
-        FROM (SELECT dataset, project, description FROM catalog_datasets
-              UNION SELECT DISTINCT dataset, NULL, NULL FROM catalog_tables WHERE NOT deleted) d
-        LEFT JOIN catalog_tables t ON t.dataset = d.dataset AND NOT t.deleted
-        GROUP BY d.dataset ORDER BY d.dataset
-        """
-    )
-    return json_response({"datasets": [{**dict(r), "description": r["description"] or ""} for r in rows]})
-
-
-async def register_dataset(request: web.Request) -> web.Response:
-    body = await parse_body(DatasetBody, request)
-    await _catalog(request).register_dataset(DatasetRegistered(**body.model_dump()), principal(request).metadata())
-    return json_response(body.model_dump(), status=201)
-
-
 ROUTES = routes(
     Route("GET", "/api/v1/tables", list_tables, "List tables (filters, text search, pagination)", query=TableListQuery, rule="read", tag="tables"),
     Route("POST", "/api/v1/tables", create_table, "Create a table", rule="write", body=TableSpec, status=201, tag="tables"),
@@ -367,8 +360,6 @@ ROUTES = routes(
     Route("POST", "/api/v1/frequencies", create_frequency, "Create a frequency", rule="admin", body=FrequencySpec, status=201, tag="frequencies"),
     Route("GET", "/api/v1/frequencies/{frequency_id}", get_frequency, "A frequency", rule="read", tag="frequencies"),
     Route("PATCH", "/api/v1/frequencies/{frequency_id}", patch_frequency, "Change a frequency", rule="admin", body=FrequencyPatch, tag="frequencies"),
-    Route("GET", "/api/v1/datasets", list_datasets, "Datasets (registered or used by tables)", rule="read", tag="datasets"),
-    Route("POST", "/api/v1/datasets", register_dataset, "Register a dataset", rule="admin", body=DatasetBody, status=201, tag="datasets"),
 )
 
 

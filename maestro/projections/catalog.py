@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import orjson
 
 from maestro.events.catalog import (
+    DatasetOwnerChanged,
     DatasetRegistered,
     FrequencyChanged,
     FrequencyCreated,
@@ -48,6 +49,7 @@ class CatalogProjection(Projection):
             "FrequencyCreated",
             "FrequencyChanged",
             "DatasetRegistered",
+            "DatasetOwnerChanged",
         }
     )
     tables = ("catalog_tables", "catalog_frequencies", "catalog_datasets")
@@ -112,4 +114,11 @@ class CatalogProjection(Projection):
                     "VALUES ($1, $2, $3, $4) ON CONFLICT (dataset) DO UPDATE SET "
                     "project = EXCLUDED.project, description = EXCLUDED.description",
                     e.dataset, e.project, e.description, r.occurred_at,
+                )
+            elif isinstance(e, DatasetOwnerChanged):
+                # A dataset only tables use has no row yet: the assignment creates it.
+                await conn.execute(
+                    "INSERT INTO catalog_datasets (dataset, created_at, owner_group) VALUES ($1, $2, $3) "
+                    "ON CONFLICT (dataset) DO UPDATE SET owner_group = EXCLUDED.owner_group",
+                    e.dataset, r.occurred_at, e.group_id,
                 )

@@ -199,7 +199,7 @@ async def test_graph_with_depth(client) -> None:
     resp = await client.get("/api/v1/graph", params={"table": c["id"], "depth": "1", "direction": "up"})
     sub = await resp.json()
     assert {n["id"] for n in sub["nodes"]} == {b["id"], c["id"]}
-    assert sub["edges"] == [{"parent": b["id"], "child": c["id"]}]
+    assert sub["edges"] == [{"parent": b["id"], "child": c["id"], "kind": "inferred"}]
 
 
 async def test_lineage_and_impact(client) -> None:

@@ -248,7 +248,31 @@ def test_three_node_cycle_reports_exact_path() -> None:
     with pytest.raises(CycleDetected) as info:
         g.set_parents("a", ["c"])
     assert info.value.path == ["a", "b", "c", "a"]
-    assert info.value.details == {"path": ["a", "b", "c", "a"]}
+    assert info.value.details == {"path": ["a", "b", "c", "a"], "cycles": [["a", "b", "c", "a"]]}
+
+
+def test_from_edges_reports_every_cycle_and_breaking_them_all_leaves_a_dag() -> None:
+    edges = [
+        ("a", "b"), ("b", "a"),  # one pair
+        ("p", "q"), ("q", "r"), ("r", "p"), ("q", "p"),  # a component holding two cycles
+        ("s", "s"),  # a self-loop
+        ("a", "p"), ("x", "y"),  # edges on no cycle
+    ]
+    with pytest.raises(CycleDetected) as info:
+        DependencyGraph.from_edges(["lonely"], edges)
+    cycles = info.value.cycles
+    assert cycles == [["a", "b", "a"], ["p", "q", "p"], ["s", "s"], ["p", "q", "r", "p"]]
+    assert info.value.path == cycles[0] and info.value.details["cycles"] == cycles
+    assert str(info.value).startswith("4 dependency cycles: a -> b -> a; p -> q -> p; s -> s; ")
+    for cycle in cycles:
+        assert_is_cycle(cycle, set(edges))
+    # Breaking each reported cycle at its last edge is enough: what is left is acyclic.
+    broken = {(cycle[-2], cycle[0]) for cycle in cycles}
+    DependencyGraph.from_edges([], [e for e in edges if e not in broken])
+    # And the answer does not depend on the order the edges came in.
+    with pytest.raises(CycleDetected) as again:
+        DependencyGraph.from_edges([], list(reversed(edges)))
+    assert again.value.cycles == cycles
 
 
 def test_long_cycle_reports_every_step() -> None:

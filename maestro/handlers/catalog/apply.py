@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 import orjson
 
-from maestro.errors import Conflict, CycleDetected, MaestroError, ValidationFailed
+from maestro.errors import Conflict, MaestroError, ValidationFailed
 from maestro.events.catalog import TableCreated, TableDeleted, TableSpec
 from maestro.events.model import Event, Metadata
 from maestro.events.store import NO_STREAM
@@ -269,7 +269,9 @@ async def _check_still_current(plan: Plan, service: CatalogService) -> None:
 
 
 def _planned_state(plan: Plan, service: CatalogService, ids: Mapping[str, str]) -> DependencyState:
-    """The dependency state after the whole plan, built at once. Raises CycleDetected (labels).
+    """The dependency state after the whole plan, built at once. Raises CycleDetected naming
+    every cycle of the folder by table labels, and InvalidDependency for a ``depends_on`` on a
+    table neither the catalog nor the folder has.
 
     One build is linear in the catalog; planning change by change (``DependencyState.planned``)
     copies the state each time, which is quadratic for a bulk create.
@@ -277,16 +279,12 @@ def _planned_state(plan: Plan, service: CatalogService, ids: Mapping[str, str]) 
     entries = dict(service.deps.entries)
     for change in plan.deletes:
         entries.pop(change.table_id, None)
+    changed = [change.table_id for change in plan.updates] + [ids[change.label] for change in plan.creates]
     for change in plan.updates:
         entries[change.table_id] = service._entry(change.table_id, change.spec)
     for change in plan.creates:
         entries[ids[change.label]] = service._entry(ids[change.label], change.spec)
-    try:
-        return DependencyState.build(entries.values(), service.default_project)
-    except CycleDetected as exc:
-        # Table ids of new tables are random: start the cycle at its smallest label instead, so
-        # the message is the same on every run.
-        cycle = [entries[tid].label if tid in entries else tid for tid in exc.path[:-1]]
-        first = cycle.index(min(cycle))
-        cycle = cycle[first:] + cycle[:first]
-        raise CycleDetected([*cycle, cycle[0]]) from None
+    state = DependencyState.build(entries.values(), service.default_project)
+    for table_id in sorted(changed, key=state.label):
+        state.check_declared(table_id)
+    return state

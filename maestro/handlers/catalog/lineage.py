@@ -40,7 +40,9 @@ def _columns(catalog: CatalogService, spec: dict[str, Any], schemas: dict[str, d
 
 async def _schemas(catalog: CatalogService, table_id: str) -> dict[str, dict[str, str]]:
     """Known schemas of the table's parents (column types are not known before a run)."""
-    parents = catalog.deps.graph.parents(table_id)
+    # The tables the SQL reads: not_dependencies still feed columns, depends_on ones feed none.
+    found = catalog.deps.resolution(table_id)
+    parents = (found.parents - found.declared) | found.ignored
     schemas: dict[str, dict[str, str]] = {}
     for spec in (await _specs(catalog, set(parents))).values():
         cols = [c for c in _columns(catalog, spec, {}) if c != "*"]

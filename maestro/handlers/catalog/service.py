@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import difflib
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from maestro.catalog.sql import TableRef, analyze, self_reference_free
-from maestro.errors import Conflict, NotFound
+from maestro.errors import Conflict, InvalidDependency, NotFound
 from maestro.events.catalog import (
     QUERY_FIELDS,
     DatasetRegistered,
@@ -31,18 +29,17 @@ from maestro.events.catalog import (
     TableSettingsChanged,
     TableSpec,
 )
-from maestro.events.model import Event, Metadata, RecordedEvent
+from maestro.events.model import Event, Metadata
 from maestro.events.store import NO_STREAM, EventStore
+from maestro.handlers.catalog import history
 from maestro.handlers.catalog.dependencies import DependencyState, Entry
-from maestro.projections.catalog import apply_table_event
+from maestro.handlers.catalog.history import TABLE_EVENTS, TableView, fold_table, table_stream
 from maestro.scheduling import Schedule
 from maestro.validation import validated
 
-TABLE_EVENTS = ("TableCreated", "TableQueryChanged", "TableSettingsChanged", "TableDeleted", "TableRestored")
+__all__ = ["TABLE_EVENTS", "CatalogService", "TableView", "fold_table", "new_id", "table_stream", "validate_spec"]
 
-
-def table_stream(table_id: str) -> str:
-    return f"table-{table_id}"
+SPEC_DEFAULTS = TableSpec.model_construct(dataset="d", name="n").to_payload()
 
 
 def new_id() -> str:
@@ -51,32 +48,6 @@ def new_id() -> str:
 
 def validate_spec(payload: dict[str, Any]) -> TableSpec:
     return validated(TableSpec, payload)
-
-
-@dataclass(frozen=True, slots=True)
-class TableView:
-    """A table as the API shows it."""
-
-    table_id: str
-    spec: dict[str, Any]
-    version: int
-    deleted: bool
-    created_at: dt.datetime | None
-    created_by: str | None
-    updated_at: dt.datetime | None
-    updated_by: str | None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.table_id,
-            **self.spec,
-            "version": self.version,
-            "deleted": self.deleted,
-            "created_at": self.created_at.isoformat() if self.created_at else None,
-            "created_by": self.created_by,
-            "updated_at": self.updated_at.isoformat() if self.updated_at else None,
-            "updated_by": self.updated_by,
-        }
 
 
 class CatalogService:
@@ -98,9 +69,32 @@ class CatalogService:
         project = s.project or self.default_project
         return self_reference_free(analysis.references, project, s.dataset, s.name)
 
-    def _entry(self, table_id: str, spec: TableSpec | dict[str, Any]) -> Entry:
+    def _entry(self, table_id: str, spec: TableSpec | dict[str, Any], *, check: bool = True) -> Entry:
+        """The table as dependency resolution sees it. With ``check`` (a write), a
+        ``not_dependencies`` entry the SQL does not read is refused (InvalidDependency); stored
+        specs are read back without it, so a parser upgrade never makes the catalog unloadable."""
         s = spec if isinstance(spec, TableSpec) else TableSpec.model_validate(spec)
-        return Entry(table_id, s.project, s.dataset, s.name, self.refs_of(s))
+        refs = self.refs_of(s)
+        ignored = frozenset(self._ref(name) for name in s.not_dependencies)
+        if check:
+            unread = [
+                str(nd) for nd in sorted(ignored, key=str)
+                if not any(ref == nd or ref.matches(nd.project, nd.dataset, nd.name) for ref in refs)
+            ]
+            if unread:
+                raise InvalidDependency(
+                    f"{s.qualified_name}: not_dependencies names what its SQL does not read: "
+                    f"{', '.join(unread)}",
+                    table=s.qualified_name, field="not_dependencies", names=unread,
+                )
+        depends_on = frozenset(self._ref(name) for name in s.depends_on)
+        return Entry(table_id, s.project, s.dataset, s.name, refs, depends_on, ignored)
+
+    def _ref(self, name: str) -> TableRef:
+        """A ``depends_on``/``not_dependencies`` name resolved as the SQL's references are."""
+        parts = name.split(".")
+        project = parts[0] if len(parts) == 3 else self.default_project
+        return TableRef(project.lower() if project else None, parts[-2], parts[-1])
 
     async def refresh(self) -> None:
         """Rebuild the in-memory dependency state if the catalog moved (another replica wrote).
@@ -115,7 +109,7 @@ class CatalogService:
         rows = await self.pool.fetch(
             "SELECT table_id, spec::text FROM catalog_tables WHERE NOT deleted"
         )
-        entries = [self._entry(r["table_id"], orjson.loads(r["spec"])) for r in rows]
+        entries = [self._entry(r["table_id"], orjson.loads(r["spec"]), check=False) for r in rows]
         self.deps = DependencyState.build(entries, self.default_project)
         self._position = fingerprint
 
@@ -190,7 +184,9 @@ class CatalogService:
             target = current.spec
             if version is not None:
                 old = await self.get_table(table_id, version=version)
-                target = old.spec
+                # Validated, so fields added since that version come back at their defaults
+                # (a version from before ``depends_on`` existed had none).
+                target = validate_spec(old.spec).to_payload()
                 events.extend(self._diff_events(table_id, current.spec, target))
             if current.deleted:
                 events.insert(0, TableRestored(table_id=table_id))
@@ -214,7 +210,12 @@ class CatalogService:
         events: list[Event] = []
         if any(old.get(k) != new.get(k) for k in QUERY_FIELDS):
             events.append(TableQueryChanged(table_id=table_id, query=new["query"], legacy_sql=new["legacy_sql"]))
-        settings = {k: v for k, v in new.items() if k not in QUERY_FIELDS and old.get(k) != v}
+        # A field the stored spec lacks (added to TableSpec after it was written) has its default:
+        # re-saving such a table records no change of it.
+        settings = {
+            k: v for k, v in new.items()
+            if k not in QUERY_FIELDS and old.get(k, SPEC_DEFAULTS.get(k)) != v
+        }
         if settings:
             events.append(TableSettingsChanged(table_id=table_id, changes=settings))
         return events
@@ -249,65 +250,36 @@ class CatalogService:
         return fold_table(events)
 
     async def history(self, table_id: str) -> list[dict[str, Any]]:
-        events = await self.store.read(table_stream(table_id))
-        if not events:
-            raise NotFound(f"no table {table_id!r}")
-        versions = []
-        spec: dict[str, Any] = {}
-        for r in events:
-            before = spec
-            spec = apply_table_event(spec, r.event)
-            entry: dict[str, Any] = {
-                "version": r.version,
-                "type": r.type,
-                "actor": r.metadata.actor,
-                "at": r.occurred_at.isoformat(),
-                "position": r.position,
-            }
-            if "restored_from_version" in r.metadata.extra:
-                entry["restored_from_version"] = r.metadata.extra["restored_from_version"]
-            if isinstance(r.event, TableCreated):
-                entry["changes"] = {"created": True}
-                entry["diff"] = _unified(f"{r.version}", "", spec["query"])
-            elif isinstance(r.event, TableQueryChanged):
-                entry["changes"] = {k: spec[k] for k in QUERY_FIELDS if before.get(k) != spec[k]}
-                entry["diff"] = _unified(f"{r.version}", before.get("query", ""), spec["query"])
-            elif isinstance(r.event, TableSettingsChanged):
-                entry["changes"] = {
-                    k: {"from": before.get(k), "to": v} for k, v in r.event.changes.items()
-                }
-            elif isinstance(r.event, TableDeleted):
-                entry["changes"] = {"deleted": True, "reason": r.event.reason}
-            elif isinstance(r.event, TableRestored):
-                entry["changes"] = {"deleted": False}
-            versions.append(entry)
-        return versions
+        return await history.versions(self.store, table_id)
 
     async def catalog_as_of(self, as_of: dt.datetime) -> list[TableView]:
         """Every table that was live at ``as_of``, as it was then."""
-        by_stream: dict[str, list[RecordedEvent]] = {}
-        position = 0
-        while True:
-            batch = await self.store.read_all(position, 5000, TABLE_EVENTS)
-            if not batch:
-                break
-            position = batch[-1].position
-            for r in batch:
-                if r.occurred_at <= as_of:
-                    by_stream.setdefault(r.stream_id, []).append(r)
-        views = [fold_table(sorted(evs, key=lambda e: e.version)) for evs in by_stream.values()]
-        return sorted((v for v in views if not v.deleted), key=lambda v: (v.spec["dataset"], v.spec["name"]))
+        return await history.catalog_as_of(self.store, as_of)
 
     def dependencies(self, table_id: str) -> dict[str, Any]:
+        """Parents (the tables that order this one's runs), children, and external references."""
         entry = self.deps.entries.get(table_id)
         if entry is None:
             return {"parents": [], "children": [], "external": []}
-        _, external = self.deps.resolve(entry)
         return {
             "parents": sorted(self.deps.graph.parents(table_id)),
             "children": sorted(self.deps.graph.children(table_id)),
-            "external": external,
+            "external": list(self.deps.resolution(table_id).external),
         }
+
+    def references(self, table_id: str) -> list[dict[str, Any]]:
+        """Every catalog table this one names, with its kind: ``inferred`` (the SQL reads it),
+        ``depends_on`` (declared; the SQL does not read it) — both order runs — or
+        ``not_dependency`` (the SQL reads it, but it does not order runs)."""
+        if table_id not in self.deps.entries:
+            return []
+        found = self.deps.resolution(table_id)
+        kinds = {tid: found.kind(tid) for tid in found.parents}
+        kinds.update({tid: "not_dependency" for tid in found.ignored})
+        return [
+            {"id": tid, "dataset": self.deps.entries[tid].dataset, "name": self.deps.entries[tid].name, "kind": kind}
+            for tid, kind in sorted(kinds.items(), key=lambda item: (self.deps.label(item[0]), item[0]))
+        ]
 
     # ------------------------------------------------------------------ frequencies and datasets
     async def create_frequency(self, spec: FrequencySpec, actor: Metadata) -> str:
@@ -335,28 +307,3 @@ class CatalogService:
 
     async def register_dataset(self, event: DatasetRegistered, actor: Metadata) -> None:
         await self.store.append(f"dataset-{event.dataset}", -2, [event], actor)
-
-
-def fold_table(events: Sequence[RecordedEvent]) -> TableView:
-    spec: dict[str, Any] = {}
-    deleted = False
-    for r in events:
-        spec = apply_table_event(spec, r.event)
-        if isinstance(r.event, TableDeleted):
-            deleted = True
-        elif isinstance(r.event, TableRestored):
-            deleted = False
-    first, last = events[0], events[-1]
-    table_id = last.stream_id.removeprefix("table-")
-    return TableView(
-        table_id, spec, last.version, deleted, first.occurred_at, first.metadata.actor,
-        last.occurred_at, last.metadata.actor,
-    )
-
-
-def _unified(label: str, old: str, new: str) -> str:
-    return "".join(
-        difflib.unified_diff(
-            old.splitlines(keepends=True), new.splitlines(keepends=True), "before", f"version {label}"
-        )
-    )
