@@ -82,11 +82,15 @@ class Settings(BaseSettings):
     auto_enable_domains: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="comma-separated: new users of these domains start enabled"
     )
+    initial_admins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="comma-separated emails: these people become administrators at their first login",
+    )
     session_lifetime: int = Field(default=12 * 3600, gt=0, le=30 * 86400, description="seconds")
     auth_failure_burst: int = Field(default=20, ge=1, description="failed logins/tokens per address, at once")
     auth_failures_per_minute: float = Field(default=10.0, gt=0, description="and then this many a minute")
 
-    @field_validator("allowed_email_domains", "auto_enable_domains", mode="before")
+    @field_validator("allowed_email_domains", "auto_enable_domains", "initial_admins", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
         if isinstance(value, str):
