@@ -4,7 +4,9 @@ The request's route is looked up in the declarative table (``maestro.http.routin
 decides: ``public`` routes run without looking at credentials; every other rule needs a principal,
 from ``Authorization: Bearer <token>``, ``X-Api-Token`` (clients of the original) or the session
 cookie, in that order; then ``read`` admits any enabled user, ``admin`` only administrators, and
-``write`` administrators and members of the groups the request touches (``maestro.http.rules``).
+``write`` administrators and members of the groups the request touches (``maestro.http.rules``),
+``extract`` administrators, the table's group, or everyone when its extracts are shared
+(``maestro.http.extract_rule``).
 Handlers never check permissions themselves.
 
 Refusals: missing credentials → 401; credentials refused (wrong, expired, revoked, malformed, or
@@ -25,6 +27,7 @@ from maestro.events.auth import AccessDenied, SessionRejected, TokenRejected
 from maestro.handlers.people.principal import Principal
 from maestro.handlers.people.sessions import csrf_matches
 from maestro.http.keys import PRINCIPAL, RUNTIME
+from maestro.http.extract_rule import extract_problem
 from maestro.http.ratelimit import FailureLimiter
 from maestro.http.routing import RULES, Route, route_of
 from maestro.http.rules import write_problem
@@ -95,10 +98,10 @@ async def authorize(route: Route, request: web.Request, who: Principal) -> None:
         return
     if route.rule == "admin":
         await deny(request, who, "admin", "only administrators may do this")
-    if route.rule == "write":
-        problem = await write_problem(request, who)
+    if route.rule in ("write", "extract"):
+        problem = await (write_problem if route.rule == "write" else extract_problem)(request, who)
         if problem is not None:
-            await deny(request, who, "write", problem)
+            await deny(request, who, route.rule, problem)
         return
     raise Forbidden(f"the route declares an unknown rule {route.rule!r}: nobody may call it")
 

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from maestro.errors import ConfigurationError, NotFound, ValidationFailed
 from maestro.handlers.runs import estimates, extracts
 from maestro.http.auth import principal
+from maestro.http.extract_rule import unreadable_extracts
 from maestro.http.keys import RUNTIME
 from maestro.http.routing import Route, register, routes
 from maestro.http.validation import json_response, parse_body, parse_query
@@ -190,6 +191,8 @@ async def table_jobs(request: web.Request) -> web.Response:
     table_id = request.match_info["table_id"]
     pool = request.app[RUNTIME].pool
     await request.app[RUNTIME].catalog.get_table(table_id)  # 404 for an unknown table
+    # Job history is for everyone; where the extracted files are is for whom the extract rule admits.
+    hide_files = bool(await unreadable_extracts(pool, principal(request), [table_id]))
     rows = await pool.fetch(
         "SELECT job_id, run_id, attempt, kind, state, adopted, planned_at, submitted_at, finished_at, "
         "statistics::text, destination_uris::text, error, reason, count(*) OVER () AS total "
@@ -202,7 +205,8 @@ async def table_jobs(request: web.Request) -> web.Response:
             "state": r["state"], "adopted": r["adopted"], "planned_at": _iso(r["planned_at"]),
             "submitted_at": _iso(r["submitted_at"]), "finished_at": _iso(r["finished_at"]),
             "statistics": orjson.loads(r["statistics"]) if r["statistics"] else None,
-            "files": orjson.loads(r["destination_uris"]), "error": r["error"], "reason": r["reason"],
+            "files": None if hide_files else orjson.loads(r["destination_uris"]),
+            "error": r["error"], "reason": r["reason"],
         }
         for r in rows
     ]
@@ -273,7 +277,7 @@ ROUTES = routes(
     Route("POST", "/api/v1/runs/{run_id}/retry", retry_run, "Re-run what failed or never ran", rule="admin", tag="runs"),
     Route("POST", "/api/v1/runs/{run_id}/cancel", cancel_run, "Cancel a run and its BigQuery jobs", rule="admin", status=202, tag="runs"),
     Route("POST", "/api/v1/tables/{table_id}/run", run_table, "Run one table now (optionally with its descendants)", rule="write", body=RunTableBody, status=201, tag="runs"),
-    Route("GET", "/api/v1/tables/{table_id}/extracts", table_extracts, "The latest extract's files with signed URLs", rule="read", tag="runs"),
+    Route("GET", "/api/v1/tables/{table_id}/extracts", table_extracts, "The latest extract's files with signed URLs", rule="extract", tag="runs"),
     Route("GET", "/api/v1/tables/{table_id}/jobs", table_jobs, "The table's BigQuery jobs, newest first", query=PageQuery, rule="read", tag="runs"),
     Route("POST", "/api/v1/tables/{table_id}/dry-run", dry_run, "Validity, bytes and price estimate", rule="write", tag="runs"),
     Route("GET", "/api/v1/frequencies/{frequency_id}/plan", frequency_plan, "The next run's tables, order and estimate", rule="read", tag="runs"),

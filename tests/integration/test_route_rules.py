@@ -28,6 +28,7 @@ ADMITTED = {
     "public": set(WHO),
     "read": {"plain", "member", "admin"},
     "write": {"member", "admin"},
+    "extract": {"member", "admin"},  # the world's table does not share its extracts
     "admin": {"admin"},
 }
 
