@@ -66,6 +66,12 @@ class Settings(BaseSettings):
     poll_interval: float = Field(default=1.0, gt=0, description="subscription polling fallback (s)")
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
     shutdown_timeout: float = Field(default=10.0, gt=0)
+    # Server-Sent Events (GET /api/v1/runs/{id}/events): a stream ends at the run's end or after
+    # this long (the client reconnects with Last-Event-ID), the caller's credentials are checked
+    # again (and a keep-alive written, which notices a gone client) every recheck interval.
+    sse_max_lifetime: float = Field(default=15 * 60.0, gt=0, description="seconds a stream stays open")
+    sse_recheck_interval: float = Field(default=5.0, gt=0, description="seconds between standing checks")
+    sse_streams_per_user: int = Field(default=8, ge=1, description="open streams per user and process")
 
     # Login with OpenID Connect (docs/auth.md). Until a client id, secret and allowed domains are
     # set, /login answers 503 and only API tokens (the bootstrap one first) get in.

@@ -14,6 +14,7 @@ from maestro.http.errors import error_middleware
 from maestro.http.keys import METRICS, RUNTIME, SETTINGS
 from maestro.http.metrics import Metrics
 from maestro.http.ratelimit import FailureLimiter
+from maestro.http.run_events import STREAM_SLOTS, StreamSlots
 from maestro.runtime import Runtime, open_runtime
 from maestro.settings import Settings
 
@@ -24,6 +25,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> web.App
     app[SETTINGS] = settings
     app[METRICS] = Metrics(CollectorRegistry(auto_describe=True))
     app[LIMITER] = FailureLimiter(settings.auth_failure_burst, settings.auth_failures_per_minute)
+    app[STREAM_SLOTS] = StreamSlots(settings.sse_streams_per_user)
 
     async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
         owned = runtime is None

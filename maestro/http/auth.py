@@ -74,16 +74,38 @@ async def authenticate(request: web.Request) -> Principal:
         who = await runtime.sessions.verify(cookie or "")
     except CredentialsRefused as exc:
         limiter.failed(address)
-        where = {"address": address, "method": request.method, "path": request.path}
-        if token is not None:
-            await runtime.audit.record(TokenRejected(reason=exc.reason, token_id=exc.credential_id, **where))
-        else:
-            await runtime.audit.record(SessionRejected(reason=exc.reason, session_id=exc.credential_id, **where))
+        await _record_rejection(request, exc, token=token is not None)
         raise
     if request.method not in SAFE_METHODS and not csrf_matches(cookie or "", request.headers.get(CSRF_HEADER)):
         await deny(request, who, "csrf", f"a write with the session cookie must send the {CSRF_HEADER} header "
                                          f"(its value is in the {CSRF_COOKIE} cookie and in GET /api/v1/me)")
     return who
+
+
+async def _record_rejection(request: web.Request, exc: CredentialsRefused, *, token: bool) -> None:
+    where = {"address": client_address(request), "method": request.method, "path": request.path}
+    if token:
+        event: TokenRejected | SessionRejected = TokenRejected(reason=exc.reason, token_id=exc.credential_id, **where)
+    else:
+        event = SessionRejected(reason=exc.reason, session_id=exc.credential_id, **where)
+    await request.app[RUNTIME].audit.record(event)
+
+
+async def recheck(request: web.Request) -> Principal:
+    """The request's principal as of now: its credentials verified again (for long responses).
+
+    Raises :class:`CredentialsRefused` (audited) once the token is revoked or expired, the session
+    ended or expired, or the user disabled. Not counted against the address: it was valid before.
+    """
+    runtime = request.app[RUNTIME]
+    token = _presented_token(request)
+    try:
+        if token is not None:
+            return await runtime.tokens.verify(token, address=client_address(request))
+        return await runtime.sessions.verify(request.cookies.get(SESSION_COOKIE) or "")
+    except CredentialsRefused as exc:
+        await _record_rejection(request, exc, token=token is not None)
+        raise
 
 
 async def deny(request: web.Request, who: Principal, rule: str, why: str) -> NoReturn:

@@ -1,4 +1,4 @@
-"""The runs API: start, watch (JSON and Server-Sent Events), retry, cancel; job history; costs."""
+"""The runs API: start, watch (JSON; Server-Sent Events in ``run_events``), retry, cancel; job history; costs."""
 
 from __future__ import annotations
 
@@ -15,13 +15,8 @@ from maestro.http.auth import principal
 from maestro.http.extract_rule import unreadable_extracts
 from maestro.http.keys import RUNTIME
 from maestro.http.routing import Route, register, routes
+from maestro.http.run_events import run_events
 from maestro.http.validation import json_response, parse_body, parse_query
-
-RUN_EVENT_TYPES = [
-    "RunPlanned", "RunCancelRequested", "RunRetryRequested", "RunFinished",
-    "JobPlanned", "JobSubmitted", "JobSucceeded", "JobFailed", "JobCancelled", "JobSkipped",
-]
-
 
 def _iso(value: dt.datetime | None) -> str | None:
     return value.isoformat() if value else None
@@ -144,34 +139,6 @@ async def retry_run(request: web.Request) -> web.Response:
 async def cancel_run(request: web.Request) -> web.Response:
     await request.app[RUNTIME].runs.cancel(request.match_info["run_id"], principal(request).metadata())
     return json_response({"id": request.match_info["run_id"], "cancel_requested": True}, status=202)
-
-
-async def run_events(request: web.Request) -> web.StreamResponse:
-    """State changes of one run as Server-Sent Events, from the start (or Last-Event-ID)."""
-    run_id = request.match_info["run_id"]
-    runtime = request.app[RUNTIME]
-    start = await runtime.pool.fetchval(
-        "SELECT min(position) - 1 FROM events WHERE stream_id = $1", f"run-{run_id}"
-    )
-    if start is None:
-        raise NotFound(f"no run {run_id!r}")
-    last = request.headers.get("Last-Event-ID")
-    if last is not None and last.isdigit():
-        start = max(start, int(last))
-    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
-    await response.prepare(request)
-    async for event in runtime.store.subscribe(start, types=RUN_EVENT_TYPES):
-        if getattr(event.event, "run_id", None) != run_id:
-            continue
-        data = {"type": event.type, "stream_id": event.stream_id, "at": event.occurred_at.isoformat(),
-                **event.event.model_dump(mode="json", exclude={"tables"} if event.type == "RunPlanned" else None)}
-        await response.write(
-            f"id: {event.position}\nevent: {event.type}\ndata: {orjson.dumps(data).decode()}\n\n".encode()
-        )
-        if event.type == "RunFinished":
-            break
-    await response.write_eof()
-    return response
 
 
 async def table_extracts(request: web.Request) -> web.Response:
