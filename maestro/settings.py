@@ -6,6 +6,7 @@ Nothing else in Maestro reads ``os.environ``.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -95,6 +96,10 @@ class Settings(BaseSettings):
     session_lifetime: int = Field(default=12 * 3600, gt=0, le=30 * 86400, description="seconds")
     auth_failure_burst: int = Field(default=20, ge=1, description="failed logins/tokens per address, at once")
     auth_failures_per_minute: float = Field(default=10.0, gt=0, description="and then this many a minute")
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="comma-separated addresses/CIDRs of reverse proxies whose X-Forwarded-For is believed",
+    )
 
     @field_validator("allowed_email_domains", "auto_enable_domains", "initial_admins", mode="before")
     @classmethod
@@ -102,6 +107,17 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [d.strip().lower() for d in value.split(",") if d.strip()]
         return value
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _networks(cls, value: Any) -> Any:
+        values = [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+        for v in values:  # checked at start-up, not at the first request
+            try:
+                ipaddress.ip_network(v, strict=False)
+            except ValueError:
+                raise ValueError(f"trusted_proxies: {v!r} is not an IP address or CIDR network") from None
+        return values
 
     @property
     def base_url(self) -> str:

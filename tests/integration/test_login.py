@@ -16,6 +16,7 @@ from pydantic import SecretStr
 
 from maestro.handlers.people.login import OAuthClientConfig, oauth_from_settings
 from maestro.http.app import create_app
+from maestro.http.auth import LIMITER
 
 SESSION, CSRF, LOGIN = "__Host-maestro_session", "__Host-maestro_csrf", "__Host-maestro_login"
 ANA = OidcUser(sub="sub-ana", email="ana@example.com", name="Ana")
@@ -236,6 +237,26 @@ async def test_tampered_state_missing_cookie_and_provider_tricks_are_401(site: S
         hops = await log_in(site, browser, ANA)
         assert hops[-1][0] == 401 and b"nonce" in hops[-1][3]
     assert await site.runtime.users.list() == []  # type: ignore[attr-defined]
+
+
+async def test_a_genuine_login_passes_from_an_address_out_of_budget(site: Site) -> None:
+    """Before: after others' failures from the same address, a genuine login got 429 too."""
+    limiter = site.server.app[LIMITER]
+    for _ in range(int(limiter.burst)):
+        limiter.failed("127.0.0.1")
+    async with aiohttp.ClientSession() as client:
+        async with client.get(site.url("/auth/callback?code=x&state=y"), allow_redirects=False) as resp:
+            assert resp.status == 429 and resp.headers["Retry-After"]
+    async with site.browser() as browser:
+        hops = await log_in(site, browser, ANA)
+        assert hops[-1][:2] == (302, "/")
+        async with browser.get(site.url("/api/v1/me")) as resp:
+            assert resp.status == 200
+    runtime = site.runtime
+    assert await runtime.audit.query(types=["LoginDenied"]) == []  # type: ignore[attr-defined]
+    await runtime.audit.flush()  # type: ignore[attr-defined]
+    throttled = await runtime.audit.query(types=["AuthenticationThrottled"])  # type: ignore[attr-defined]
+    assert [e.data["count"] for e in throttled] == [1]
 
 
 async def test_tampered_session_cookie_is_401(site: Site) -> None:

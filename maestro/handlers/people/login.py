@@ -129,13 +129,20 @@ class LoginService:
         return browser, start.url
 
     async def finish(
-        self, browser: str | None, *, code: str, state: str, error: str | None, address: str | None
+        self, browser: str | None, *, code: str, state: str, error: str | None, address: str | None,
+        audit_refusal: bool = True,
     ) -> LoggedIn:
-        """Complete the login the browser began; every refusal is audited and re-raised."""
+        """Complete the login the browser began; every refusal is audited and re-raised.
+
+        ``audit_refusal=False``: the caller counts a refused attempt itself (an address out of
+        its failure budget); failures of ours (5xx) are recorded all the same.
+        """
         who: dict[str, str | None] = {"email": None, "user_id": None}
         try:
             return await self._finish(browser, code, state, error, address, who)
         except MaestroError as exc:
+            if not audit_refusal and exc.status < 500:
+                raise
             actor = f"user:{who['user_id']}" if who["user_id"] else ANONYMOUS
             await self.audit.record(LoginDenied(reason=exc.message, address=address, **who), actor)
             raise
