@@ -204,6 +204,13 @@ class RateLimited(MaestroError):
         super().__init__(message or f"too many failed attempts; retry in {retry_after} s", retry_after=retry_after)
 
 
+class TooManyStreams(MaestroError):
+    """You have too many event streams open; close one (or wait for one to end) first."""
+
+    code = "too_many_streams"
+    status = 429
+
+
 class SecretUnavailable(ConfigurationError):
     """A stored credential cannot be decrypted with the configured secret."""
 

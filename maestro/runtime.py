@@ -68,6 +68,7 @@ class Runtime:
         if self.services is not None:
             await self.services.close()
         await self.login.close()
+        await self.audit.close()  # before the pool: counted refusals are appended now
         if self.config is not None:
             await self.config.stop()
         await self.projections.stop()

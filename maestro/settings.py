@@ -6,6 +6,7 @@ Nothing else in Maestro reads ``os.environ``.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -72,6 +73,12 @@ class Settings(BaseSettings):
     poll_interval: float = Field(default=1.0, gt=0, description="subscription polling fallback (s)")
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
     shutdown_timeout: float = Field(default=10.0, gt=0)
+    # Server-Sent Events (GET /api/v1/runs/{id}/events): a stream ends at the run's end or after
+    # this long (the client reconnects with Last-Event-ID), the caller's credentials are checked
+    # again (and a keep-alive written, which notices a gone client) every recheck interval.
+    sse_max_lifetime: float = Field(default=15 * 60.0, gt=0, description="seconds a stream stays open")
+    sse_recheck_interval: float = Field(default=5.0, gt=0, description="seconds between standing checks")
+    sse_streams_per_user: int = Field(default=8, ge=1, description="open streams per user and process")
 
     # Login with OpenID Connect (docs/auth.md). Until a client id, secret and allowed domains are
     # set, /login answers 503 and only API tokens (the bootstrap one first) get in.
@@ -88,16 +95,35 @@ class Settings(BaseSettings):
     auto_enable_domains: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="comma-separated: new users of these domains start enabled"
     )
+    initial_admins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="comma-separated emails: these people become administrators at their first login",
+    )
     session_lifetime: int = Field(default=12 * 3600, gt=0, le=30 * 86400, description="seconds")
     auth_failure_burst: int = Field(default=20, ge=1, description="failed logins/tokens per address, at once")
     auth_failures_per_minute: float = Field(default=10.0, gt=0, description="and then this many a minute")
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="comma-separated addresses/CIDRs of reverse proxies whose X-Forwarded-For is believed",
+    )
 
-    @field_validator("allowed_email_domains", "auto_enable_domains", mode="before")
+    @field_validator("allowed_email_domains", "auto_enable_domains", "initial_admins", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [d.strip().lower() for d in value.split(",") if d.strip()]
         return value
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _networks(cls, value: Any) -> Any:
+        values = [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+        for v in values:  # checked at start-up, not at the first request
+            try:
+                ipaddress.ip_network(v, strict=False)
+            except ValueError:
+                raise ValueError(f"trusted_proxies: {v!r} is not an IP address or CIDR network") from None
+        return values
 
     @property
     def base_url(self) -> str:

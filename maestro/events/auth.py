@@ -2,8 +2,9 @@
 
 Tokens and sessions record only a SHA-256 of their secret: the log is readable by administrators
 and must never let one of them act as someone else. Refusals (a denied login, a rejected token or
-session, a forbidden action) go to a per-day stream ``audit-<YYYY-MM-DD>`` appended with
-``ANY_VERSION``: they are facts for the audit API, never state that anything folds.
+session, a forbidden action) go to per-day, per-process streams ``audit-<YYYY-MM-DD>-<process>``
+(``maestro.handlers.people.audit``): they are facts for the audit API, never state that anything
+folds. Refusals anyone can repeat at will are counted, one event per key and minute.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ class SessionEnded(Event):
     reason: str = "logout"
 
 
-# ---------------------------------------------------------------------- audit (stream audit-<day>)
+# ------------------------------------------------ audit (streams audit-<day>-<process>)
 class LoginDenied(Event):
     """A login that did not give a session: a refused callback, an unknown or disabled person."""
 
@@ -75,10 +76,32 @@ class SessionRejected(Event):
 
 
 class AccessDenied(Event):
-    """An authenticated user asked for something their rules do not allow."""
+    """An authenticated user asked for something their rules do not allow.
+
+    One event per user, rule, route and minute: ``count`` refusals between ``first_at`` and
+    ``last_at``; ``path`` and ``address`` are the first one's. (Events from before counting have
+    neither and stand for one refusal.)
+    """
 
     rule: str
     user_id: str
     method: str
     path: str
     address: str | None = None
+    route: str | None = None  # the route's template, e.g. /api/v1/tables/{table_id}
+    count: int = 1
+    first_at: dt.datetime | None = None
+    last_at: dt.datetime | None = None
+
+
+class AuthenticationThrottled(Event):
+    """Failed attempts from an address whose failure budget was spent: answered 429, counted.
+
+    One event per address and minute. Attempts within the budget are recorded one by one
+    (``TokenRejected``, ``SessionRejected``, ``LoginDenied``).
+    """
+
+    address: str
+    count: int
+    first_at: dt.datetime
+    last_at: dt.datetime

@@ -135,6 +135,9 @@ class ExtractSettings(_Model):
     format: Literal["csv", "ndjson", "avro", "parquet"] = "csv"
     compression: Literal["none", "gzip", "deflate", "snappy"] = "gzip"
     notify_url: HttpUrl | None = None
+    # The extracted data is for the table's group (and administrators) unless this says everyone
+    # may have it; the SQL is readable by every enabled user either way (docs/auth.md).
+    shared: bool = False
 
     @model_validator(mode="after")
     def _compression_fits(self) -> ExtractSettings:

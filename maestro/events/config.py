@@ -66,7 +66,16 @@ def _http_url(value: str, *, what: str = "URL", echo: bool = True) -> str:
     return value
 
 
+def _email(value: str) -> str:
+    value = value.strip().lower()
+    local, at, domain = value.rpartition("@")
+    if not at or not local or any(c.isspace() for c in local):
+        raise ValueError(f"{value!r} is not an email address (like ana@example.com)")
+    return f"{local}@{_domain(domain)}"
+
+
 Domain = Annotated[str, AfterValidator(_domain)]
+Email = Annotated[str, AfterValidator(_email)]
 HttpUrl = Annotated[str, AfterValidator(_http_url)]
 
 
@@ -181,12 +190,18 @@ class OAuthSection(Section):
     redirect_uri: HttpUrl | None = None
     allowed_domains: list[Domain] = Field(default_factory=list, max_length=100)
     auto_enable_domains: list[Domain] = Field(default_factory=list, max_length=100)
+    # Who becomes an administrator at their first login. Nobody else ever does by logging in
+    # (being first proves nothing); later administrators are promoted by an administrator.
+    initial_admins: list[Email] = Field(default_factory=list, max_length=100)
 
     @model_validator(mode="after")
     def _auto_enable_within_allowed(self) -> OAuthSection:
         outside = sorted(set(self.auto_enable_domains) - set(self.allowed_domains))
         if outside:
             raise ValueError(f"auto_enable_domains: not in allowed_domains: {', '.join(outside)}")
+        strangers = sorted(e for e in self.initial_admins if e.rpartition("@")[2] not in self.allowed_domains)
+        if strangers:
+            raise ValueError(f"initial_admins: their domain is not in allowed_domains: {', '.join(strangers)}")
         return self
 
 

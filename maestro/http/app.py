@@ -9,11 +9,13 @@ from prometheus_client import CollectorRegistry
 
 from maestro.http import catalog, config, datasets, history, ops, runs
 from maestro.http import access, login, people
-from maestro.http.auth import LIMITER, auth_middleware
+from maestro.http.auth import LIMITER, TRUSTED_PROXIES, auth_middleware
 from maestro.http.errors import error_middleware
+from maestro.http.forwarded import parse_networks
 from maestro.http.keys import METRICS, RUNTIME, SETTINGS
 from maestro.http.metrics import Metrics
 from maestro.http.ratelimit import FailureLimiter
+from maestro.http.run_events import STREAM_SLOTS, StreamSlots
 from maestro.runtime import Runtime, open_runtime
 from maestro.settings import Settings
 
@@ -24,6 +26,8 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> web.App
     app[SETTINGS] = settings
     app[METRICS] = Metrics(CollectorRegistry(auto_describe=True))
     app[LIMITER] = FailureLimiter(settings.auth_failure_burst, settings.auth_failures_per_minute)
+    app[STREAM_SLOTS] = StreamSlots(settings.sse_streams_per_user)
+    app[TRUSTED_PROXIES] = parse_networks(settings.trusted_proxies)
 
     async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
         owned = runtime is None

@@ -4,27 +4,37 @@ The request's route is looked up in the declarative table (``maestro.http.routin
 decides: ``public`` routes run without looking at credentials; every other rule needs a principal,
 from ``Authorization: Bearer <token>``, ``X-Api-Token`` (clients of the original) or the session
 cookie, in that order; then ``read`` admits any enabled user, ``admin`` only administrators, and
-``write`` administrators and members of the groups the request touches (``maestro.http.rules``).
+``write`` administrators and members of the groups the request touches (``maestro.http.rules``),
+``extract`` administrators, the table's group, or everyone when its extracts are shared
+(``maestro.http.extract_rule``).
 Handlers never check permissions themselves.
 
 Refusals: missing credentials → 401; credentials refused (wrong, expired, revoked, malformed, or
 the user disabled) → 401 with one message per kind, audited, and counted against the client
-address (429 with Retry-After once its budget is spent); a cookie-authenticated write without the
-CSRF header → 403; a rule not met → 403 naming the rule, audited. Nothing else is appended.
+address (``maestro.http.forwarded``). Once an address's budget is spent, its failing or
+credential-less requests get 429 with Retry-After and are counted, not appended one by one; a
+valid credential always passes, whatever others did from the same address. A cookie-authenticated
+write without the CSRF header → 403; a rule not met → 403 naming the rule; both counted per user,
+rule and route a minute. Nothing else is appended.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import NoReturn
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from maestro.errors import CredentialsRefused, Forbidden, RateLimited, Unauthenticated
-from maestro.events.auth import AccessDenied, SessionRejected, TokenRejected
+from maestro.events.auth import AccessDenied, AuthenticationThrottled, SessionRejected, TokenRejected
+from maestro.handlers.people.audit import ANONYMOUS
 from maestro.handlers.people.principal import Principal
 from maestro.handlers.people.sessions import csrf_matches
 from maestro.http.keys import PRINCIPAL, RUNTIME
+from maestro.http.extract_rule import extract_problem
+from maestro.http.forwarded import Network
+from maestro.http.forwarded import client_address as _forwarded_client
 from maestro.http.ratelimit import FailureLimiter
 from maestro.http.routing import RULES, Route, route_of
 from maestro.http.rules import write_problem
@@ -36,13 +46,24 @@ CSRF_COOKIE = "__Host-maestro_csrf"
 CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 LIMITER = web.AppKey("auth_limiter", FailureLimiter)
+TRUSTED_PROXIES = web.AppKey("trusted_proxies", tuple)
 NO_CREDENTIALS = (
     "authentication required: send Authorization: Bearer <API token>, or log in at /login"
 )
 
 
 def client_address(request: web.Request) -> str:
-    return request.remote or "unknown"
+    trusted: tuple[Network, ...] = request.app.get(TRUSTED_PROXIES, ())
+    return _forwarded_client(request.remote, request.headers.getall("X-Forwarded-For", []), trusted)
+
+
+def throttled(request: web.Request, address: str, wait: int) -> RateLimited:
+    """Count a failed attempt from an address out of budget; the 429 to raise."""
+    request.app[RUNTIME].audit.count(
+        ("AuthenticationThrottled", address), ANONYMOUS,
+        lambda n, first, last: AuthenticationThrottled(address=address, count=n, first_at=first, last_at=last),
+    )
+    return RateLimited(wait)
 
 
 def _presented_token(request: web.Request) -> str | None:
@@ -58,24 +79,26 @@ async def authenticate(request: web.Request) -> Principal:
     runtime = request.app[RUNTIME]
     token = _presented_token(request)
     cookie = request.cookies.get(SESSION_COOKIE)
-    if token is None and cookie is None:
-        raise Unauthenticated(NO_CREDENTIALS)
     address = client_address(request)
     limiter = request.app[LIMITER]
-    wait = limiter.retry_after(address)
-    if wait is not None:
-        raise RateLimited(wait)
+    if token is None and cookie is None:
+        wait = limiter.retry_after(address)
+        if wait is not None:
+            raise throttled(request, address, wait)
+        raise Unauthenticated(NO_CREDENTIALS)
+    # Credentials are checked first: a valid one passes even from an address out of budget (behind
+    # a proxy, one guesser would otherwise lock everyone out). Guessing is not what the budget
+    # stops -- secrets are 256 random bits -- it bounds what failures cost and append.
     try:
         if token is not None:
             return await runtime.tokens.verify(token, address=address)
         who = await runtime.sessions.verify(cookie or "")
     except CredentialsRefused as exc:
+        wait = limiter.retry_after(address)
+        if wait is not None:
+            raise throttled(request, address, wait) from exc
         limiter.failed(address)
-        where = {"address": address, "method": request.method, "path": request.path}
-        if token is not None:
-            await runtime.audit.record(TokenRejected(reason=exc.reason, token_id=exc.credential_id, **where))
-        else:
-            await runtime.audit.record(SessionRejected(reason=exc.reason, session_id=exc.credential_id, **where))
+        await _record_rejection(request, exc, token=token is not None)
         raise
     if request.method not in SAFE_METHODS and not csrf_matches(cookie or "", request.headers.get(CSRF_HEADER)):
         await deny(request, who, "csrf", f"a write with the session cookie must send the {CSRF_HEADER} header "
@@ -83,12 +106,46 @@ async def authenticate(request: web.Request) -> Principal:
     return who
 
 
+async def _record_rejection(request: web.Request, exc: CredentialsRefused, *, token: bool) -> None:
+    where = {"address": client_address(request), "method": request.method, "path": request.path}
+    if token:
+        event: TokenRejected | SessionRejected = TokenRejected(reason=exc.reason, token_id=exc.credential_id, **where)
+    else:
+        event = SessionRejected(reason=exc.reason, session_id=exc.credential_id, **where)
+    await request.app[RUNTIME].audit.record(event)
+
+
+async def recheck(request: web.Request) -> Principal:
+    """The request's principal as of now: its credentials verified again (for long responses).
+
+    Raises :class:`CredentialsRefused` (audited) once the token is revoked or expired, the session
+    ended or expired, or the user disabled. Not counted against the address: it was valid before.
+    """
+    runtime = request.app[RUNTIME]
+    token = _presented_token(request)
+    try:
+        if token is not None:
+            return await runtime.tokens.verify(token, address=client_address(request))
+        return await runtime.sessions.verify(request.cookies.get(SESSION_COOKIE) or "")
+    except CredentialsRefused as exc:
+        await _record_rejection(request, exc, token=token is not None)
+        raise
+
+
 async def deny(
     request: web.Request, who: Principal, rule: str, why: str, error: type[Forbidden] = Forbidden
 ) -> NoReturn:
-    event = AccessDenied(rule=rule, user_id=who.user_id, method=request.method, path=request.path,
-                         address=client_address(request))
-    await request.app[RUNTIME].audit.record(event, who.actor)
+    """Refuse with 403. Counted: one ``AccessDenied`` per user, rule, route and minute, since a
+    user can repeat a forbidden request at will and the log keeps everything forever."""
+    declared = route_of(request)
+    route = declared.path if declared is not None else request.path
+    method, path, address = request.method, request.path, client_address(request)
+
+    def summary(count: int, first: dt.datetime, last: dt.datetime) -> AccessDenied:
+        return AccessDenied(rule=rule, user_id=who.user_id, method=method, path=path, address=address,
+                            route=route, count=count, first_at=first, last_at=last)
+
+    request.app[RUNTIME].audit.count(("AccessDenied", rule, method, route), who.actor, summary)
     raise error(f"forbidden by rule '{rule}': {why}", rule=rule)
 
 
@@ -101,6 +158,11 @@ async def authorize(route: Route, request: web.Request, who: Principal) -> None:
         refusal = await write_problem(request, who)
         if refusal is not None:
             await deny(request, who, "write", refusal.why, refusal.error)
+        return
+    if route.rule == "extract":
+        problem = await extract_problem(request, who)
+        if problem is not None:
+            await deny(request, who, "extract", problem)
         return
     raise Forbidden(f"the route declares an unknown rule {route.rule!r}: nobody may call it")
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from maestro.errors import MaestroError, RateLimited
+from maestro.errors import MaestroError
 from maestro.handlers.people.sessions import csrf_token
-from maestro.http.auth import CSRF_COOKIE, LIMITER, SESSION_COOKIE, client_address, principal
+from maestro.http.auth import CSRF_COOKIE, LIMITER, SESSION_COOKIE, client_address, principal, throttled
 from maestro.http.keys import RUNTIME
 from maestro.http.routing import Route, register, routes
 
@@ -53,16 +53,18 @@ async def callback(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
     address = client_address(request)
     limiter = request.app[LIMITER]
+    # A genuine login passes even from an address out of budget; only failures get the 429.
     wait = limiter.retry_after(address)
-    if wait is not None:
-        raise RateLimited(wait)
     try:
         done = await runtime.login.finish(
             request.cookies.get(LOGIN_COOKIE), code=request.query.get("code", ""),
             state=request.query.get("state", ""), error=request.query.get("error"), address=address,
+            audit_refusal=wait is None,
         )
     except MaestroError as exc:
         if exc.status < 500:  # a 503 (provider down, login unconfigured) is not the caller's failure
+            if wait is not None:
+                raise throttled(request, address, wait) from exc
             limiter.failed(address)
         raise
     response = _redirect(done.return_to)

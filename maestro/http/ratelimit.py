@@ -1,10 +1,10 @@
 """Failed authentication attempts, limited per client address with a token bucket.
 
 Each address may fail ``burst`` times at once, then ``per_minute`` times a minute. Only failures
-spend from the bucket, but once it is empty every attempt from the address is refused (429) before
-its credentials are even looked at, so guessing goes no faster than the refill. In memory, per
-process: several replicas each allow their own rate, which still bounds guessing to a few
-attempts a second per address.
+spend from the bucket, and only failures (and requests without credentials) are refused once it
+is empty: a valid credential always passes (``maestro.http.auth``), so one guesser cannot lock out
+everyone who shares an address. In memory, per process. Which address a request comes from is
+``maestro.http.forwarded``'s business (trusted proxies).
 
 >>> clock = [0.0]
 >>> limiter = FailureLimiter(burst=2, per_minute=6, clock=lambda: clock[0])

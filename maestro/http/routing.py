@@ -7,6 +7,8 @@ authorization middleware (``maestro.http.auth``) each route's ``rule``:
 - ``read``: any enabled user;
 - ``write``: administrators, and members of the group of the table the route names
   (``{table_id}``) and of any ``group_id`` in the body (docs/auth.md);
+- ``extract``: administrators, members of the group of the table in ``{table_id}``, and any
+  enabled user when the table's extracts are shared (``maestro.http.extract_rule``);
 - ``admin``: administrators only.
 
 A route without a rule is refused to everyone (fail closed), and the route-matrix test fails.
@@ -21,8 +23,8 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import BaseModel
 
-Rule = Literal["public", "read", "write", "admin"]
-RULES: tuple[Rule, ...] = ("public", "read", "write", "admin")
+Rule = Literal["public", "read", "write", "extract", "admin"]
+RULES: tuple[Rule, ...] = ("public", "read", "write", "extract", "admin")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 

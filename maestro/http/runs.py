@@ -1,4 +1,4 @@
-"""The runs API: start, watch (JSON and Server-Sent Events), retry, cancel; job history; costs."""
+"""The runs API: start, watch (JSON; Server-Sent Events in ``run_events``), retry, cancel; job history; costs."""
 
 from __future__ import annotations
 
@@ -12,15 +12,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from maestro.errors import ConfigurationError, NotFound, ValidationFailed
 from maestro.handlers.runs import estimates, extracts
 from maestro.http.auth import principal
+from maestro.http.extract_rule import unreadable_extracts
 from maestro.http.keys import RUNTIME
 from maestro.http.routing import Route, register, routes
+from maestro.http.run_events import run_events
 from maestro.http.validation import json_response, parse_body, parse_query
-
-RUN_EVENT_TYPES = [
-    "RunPlanned", "RunCancelRequested", "RunRetryRequested", "RunFinished",
-    "JobPlanned", "JobSubmitted", "JobSucceeded", "JobFailed", "JobCancelled", "JobSkipped",
-]
-
 
 def _iso(value: dt.datetime | None) -> str | None:
     return value.isoformat() if value else None
@@ -149,34 +145,6 @@ async def cancel_run(request: web.Request) -> web.Response:
     return json_response({"id": request.match_info["run_id"], "cancel_requested": True}, status=202)
 
 
-async def run_events(request: web.Request) -> web.StreamResponse:
-    """State changes of one run as Server-Sent Events, from the start (or Last-Event-ID)."""
-    run_id = request.match_info["run_id"]
-    runtime = request.app[RUNTIME]
-    start = await runtime.pool.fetchval(
-        "SELECT min(position) - 1 FROM events WHERE stream_id = $1", f"run-{run_id}"
-    )
-    if start is None:
-        raise NotFound(f"no run {run_id!r}")
-    last = request.headers.get("Last-Event-ID")
-    if last is not None and last.isdigit():
-        start = max(start, int(last))
-    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
-    await response.prepare(request)
-    async for event in runtime.store.subscribe(start, types=RUN_EVENT_TYPES):
-        if getattr(event.event, "run_id", None) != run_id:
-            continue
-        data = {"type": event.type, "stream_id": event.stream_id, "at": event.occurred_at.isoformat(),
-                **event.event.model_dump(mode="json", exclude={"tables"} if event.type == "RunPlanned" else None)}
-        await response.write(
-            f"id: {event.position}\nevent: {event.type}\ndata: {orjson.dumps(data).decode()}\n\n".encode()
-        )
-        if event.type == "RunFinished":
-            break
-    await response.write_eof()
-    return response
-
-
 async def table_extracts(request: web.Request) -> web.Response:
     """The latest successful extract's files, with signed URLs valid for the configured lifetime."""
     runtime = request.app[RUNTIME]
@@ -194,6 +162,8 @@ async def table_jobs(request: web.Request) -> web.Response:
     table_id = request.match_info["table_id"]
     pool = request.app[RUNTIME].pool
     await request.app[RUNTIME].catalog.get_table(table_id)  # 404 for an unknown table
+    # Job history is for everyone; where the extracted files are is for whom the extract rule admits.
+    hide_files = bool(await unreadable_extracts(pool, principal(request), [table_id]))
     rows = await pool.fetch(
         "SELECT job_id, run_id, attempt, kind, state, adopted, planned_at, submitted_at, finished_at, "
         "statistics::text, destination_uris::text, error, reason, count(*) OVER () AS total "
@@ -206,7 +176,8 @@ async def table_jobs(request: web.Request) -> web.Response:
             "state": r["state"], "adopted": r["adopted"], "planned_at": _iso(r["planned_at"]),
             "submitted_at": _iso(r["submitted_at"]), "finished_at": _iso(r["finished_at"]),
             "statistics": orjson.loads(r["statistics"]) if r["statistics"] else None,
-            "files": orjson.loads(r["destination_uris"]), "error": r["error"], "reason": r["reason"],
+            "files": None if hide_files else orjson.loads(r["destination_uris"]),
+            "error": r["error"], "reason": r["reason"],
         }
         for r in rows
     ]
@@ -277,7 +248,7 @@ ROUTES = routes(
     Route("POST", "/api/v1/runs/{run_id}/retry", retry_run, "Re-run what failed or never ran", rule="admin", tag="runs"),
     Route("POST", "/api/v1/runs/{run_id}/cancel", cancel_run, "Cancel a run and its BigQuery jobs", rule="admin", status=202, tag="runs"),
     Route("POST", "/api/v1/tables/{table_id}/run", run_table, "Run one table now (optionally with its descendants)", rule="write", body=RunTableBody, status=201, tag="runs"),
-    Route("GET", "/api/v1/tables/{table_id}/extracts", table_extracts, "The latest extract's files with signed URLs", rule="read", tag="runs"),
+    Route("GET", "/api/v1/tables/{table_id}/extracts", table_extracts, "The latest extract's files with signed URLs", rule="extract", tag="runs"),
     Route("GET", "/api/v1/tables/{table_id}/jobs", table_jobs, "The table's BigQuery jobs, newest first", query=PageQuery, rule="read", tag="runs"),
     Route("POST", "/api/v1/tables/{table_id}/dry-run", dry_run, "Validity, bytes and price estimate", rule="write", tag="runs"),
     Route("GET", "/api/v1/frequencies/{frequency_id}/plan", frequency_plan, "The next run's tables, order and estimate", rule="read", tag="runs"),

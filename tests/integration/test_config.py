@@ -188,7 +188,7 @@ async def test_a_change_made_by_another_process_applies_live(runtime) -> None:
         await other.config_service.set_section("pricing", {"price_per_tib": 7.5}, ME, partial=True)
         await other.config_service.set_section(
             "oauth", {"client_id": "cid", "client_secret": "oauth-secret-4242", "redirect_uri": "http://localhost:8080/cb",
-                      "allowed_domains": ["example.com"]}, ME, partial=True)
+                      "allowed_domains": ["example.com"], "initial_admins": ["Ana@example.com"]}, ME, partial=True)
     finally:
         await other.close()
     for _ in range(200):
@@ -199,6 +199,7 @@ async def test_a_change_made_by_another_process_applies_live(runtime) -> None:
     client = runtime.config.oauth_client()
     assert client is not None and client.client_secret.get_secret_value() == "oauth-secret-4242"
     assert client.allowed_domains == ("example.com",) and client.issuer == "https://accounts.google.com"
+    assert client.initial_admins == ("ana@example.com",)
     assert "oauth-secret-4242" not in repr(client)
     assert seen == [("pricing", None), ("oauth", None)]
 

@@ -16,6 +16,7 @@ from pydantic import SecretStr
 
 from maestro.handlers.people.login import OAuthClientConfig, oauth_from_settings
 from maestro.http.app import create_app
+from maestro.http.auth import LIMITER
 
 SESSION, CSRF, LOGIN = "__Host-maestro_session", "__Host-maestro_csrf", "__Host-maestro_login"
 ANA = OidcUser(sub="sub-ana", email="ana@example.com", name="Ana")
@@ -35,7 +36,7 @@ class Site:
         values = dict(
             issuer=self.provider.issuer, client_id=self.provider.client_id,
             client_secret=SecretStr(self.provider.client_secret), redirect_uri=self.url("/auth/callback"),
-            allowed_domains=("example.com",), auto_enable_domains=(),
+            allowed_domains=("example.com",), auto_enable_domains=(), initial_admins=("ana@example.com",),
         )
         values.update(changes)
         self.runtime.login.source = lambda: OAuthClientConfig(**values)  # type: ignore[attr-defined]
@@ -81,7 +82,7 @@ def cookies(browser: aiohttp.ClientSession) -> dict[str, str]:
     return {c.key: c.value for c in browser.cookie_jar}
 
 
-async def test_first_user_is_admin_then_session_csrf_and_logout(site: Site) -> None:
+async def test_initial_admin_is_admin_then_session_csrf_and_logout(site: Site) -> None:
     async with site.browser() as browser:
         hops = await log_in(site, browser, ANA, "/login?return_to=/tables%3Fq%3Dx")
         # Maestro -> provider (PKCE, state, nonce) -> Maestro's callback -> where the user was going.
@@ -127,11 +128,41 @@ async def test_first_user_is_admin_then_session_csrf_and_logout(site: Site) -> N
     events = await site.runtime.store.read_all_raw(0, 1000)  # type: ignore[attr-defined]
     kinds = [(e.type, e.metadata["actor"]) for e in events]
     user_id = me["id"]
-    assert ("UserSignedUp", "system:first-user") in kinds and ("GroupCreated", "system:first-user") in kinds
+    assert ("UserSignedUp", "system:initial-admins") in kinds and ("GroupCreated", "system:initial-admins") in kinds
     assert ("SessionStarted", f"user:{user_id}") in kinds and ("SessionEnded", f"user:{user_id}") in kinds
     started = next(e for e in events if e.type == "SessionStarted")
     assert session_cookie.split(".")[1] not in str([e.to_dict() for e in events])  # only its hash
     assert started.data["secret_hash"] and started.data["user_id"] == user_id
+
+
+async def test_only_the_configured_initial_admins_become_admin(site: Site) -> None:
+    """Before: whoever logged in first became an administrator, even with an administrator
+    (the bootstrap one) already there."""
+    runtime = site.runtime
+    await runtime.tokens.bootstrap(runtime.settings.data_dir)  # type: ignore[attr-defined]
+    site.configure(auto_enable_domains=("example.com",), initial_admins=("Ana@Example.com",))
+    async with site.browser() as browser:
+        assert (await log_in(site, browser, BOB))[-1][:2] == (302, "/")  # first, but not named
+        async with browser.get(site.url("/api/v1/me")) as resp:
+            bob = await resp.json()
+    assert bob["enabled"] and not bob["admin"] and bob["groups"] == []
+    async with site.browser() as browser:
+        await log_in(site, browser, ANA)  # second, and named: an administrator
+        async with browser.get(site.url("/api/v1/me")) as resp:
+            ana = await resp.json()
+    assert ana["admin"] and ana["enabled"] and ana["groups"] == ["default"]
+    # The same address under another subject (an email given to someone new) is nobody's admin.
+    async with site.browser() as browser:
+        await log_in(site, browser, OidcUser(sub="sub-ana-2", email="ana@example.com", name="Ana 2"))
+        async with browser.get(site.url("/api/v1/me")) as resp:
+            heir = await resp.json()
+    assert heir["id"] != ana["id"] and not heir["admin"]
+    # With no initial administrators configured nobody becomes one by logging in.
+    site.configure(auto_enable_domains=("example.com",), initial_admins=())
+    async with site.browser() as browser:
+        await log_in(site, browser, OidcUser(sub="sub-cy", email="cy@example.com"))
+    admins = {u.email for u in await runtime.users.list() if u.admin}  # type: ignore[attr-defined]
+    assert admins == {None, "ana@example.com"}  # the bootstrap service user, and Ana
 
 
 async def test_later_users_start_disabled_until_enabled(site: Site) -> None:
@@ -208,6 +239,26 @@ async def test_tampered_state_missing_cookie_and_provider_tricks_are_401(site: S
     assert await site.runtime.users.list() == []  # type: ignore[attr-defined]
 
 
+async def test_a_genuine_login_passes_from_an_address_out_of_budget(site: Site) -> None:
+    """Before: after others' failures from the same address, a genuine login got 429 too."""
+    limiter = site.server.app[LIMITER]
+    for _ in range(int(limiter.burst)):
+        limiter.failed("127.0.0.1")
+    async with aiohttp.ClientSession() as client:
+        async with client.get(site.url("/auth/callback?code=x&state=y"), allow_redirects=False) as resp:
+            assert resp.status == 429 and resp.headers["Retry-After"]
+    async with site.browser() as browser:
+        hops = await log_in(site, browser, ANA)
+        assert hops[-1][:2] == (302, "/")
+        async with browser.get(site.url("/api/v1/me")) as resp:
+            assert resp.status == 200
+    runtime = site.runtime
+    assert await runtime.audit.query(types=["LoginDenied"]) == []  # type: ignore[attr-defined]
+    await runtime.audit.flush()  # type: ignore[attr-defined]
+    throttled = await runtime.audit.query(types=["AuthenticationThrottled"])  # type: ignore[attr-defined]
+    assert [e.data["count"] for e in throttled] == [1]
+
+
 async def test_tampered_session_cookie_is_401(site: Site) -> None:
     async with site.browser() as browser:
         await log_in(site, browser, ANA)
@@ -242,12 +293,14 @@ async def test_settings_configure_login(site: Site) -> None:
     settings = site.runtime.settings.model_copy(update={  # type: ignore[attr-defined]
         "oidc_issuer": site.provider.issuer, "oidc_client_id": site.provider.client_id,
         "oidc_client_secret": SecretStr(site.provider.client_secret), "allowed_email_domains": ["example.com"],
-        "oidc_redirect_uri": site.url("/auth/callback"),
+        "oidc_redirect_uri": site.url("/auth/callback"), "initial_admins": ["ana@example.com"],
     })
     site.runtime.login.source = oauth_from_settings(settings)  # type: ignore[attr-defined]
     async with site.browser() as browser:
         hops = await log_in(site, browser, ANA, "/login?return_to=//evil.example")
         assert hops[-1][:2] == (302, "/")  # no open redirect
+        async with browser.get(site.url("/api/v1/me")) as resp:
+            assert (await resp.json())["admin"]  # named in MAESTRO_INITIAL_ADMINS
 
 
 async def test_tokens_of_a_disabled_user_stop_at_once(site: Site) -> None:

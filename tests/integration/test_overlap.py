@@ -253,3 +253,19 @@ async def test_the_runner_starts_a_released_run(client, runtime, local_stack) ->
     finally:
         await svc.close()
         runtime.services = None
+
+
+async def test_the_event_stream_of_a_skipped_slot_ends(client, runtime) -> None:
+    freq = await _frequency(client, "ovl-sse")
+    await _table(client, "e", freq)
+    slot1 = await _first_slot(runtime, freq)
+    assert await Scheduler(runtime.runs).tick(slot1 + dt.timedelta(seconds=1))
+    slot2 = slot1 + dt.timedelta(minutes=1)
+    second = run_id_for(freq, slot2)
+    assert await Scheduler(runtime.runs).tick(slot2 + dt.timedelta(seconds=1)) == [second]
+    resp = await asyncio.wait_for(client.get(f"/api/v1/runs/{second}/events"), timeout=10)
+    body = await asyncio.wait_for(resp.text(), timeout=10)  # before: the stream never ended
+    assert "event: RunSkipped" in body
+    position = (await _stream(runtime, second))[-1].position
+    resumed = await client.get(f"/api/v1/runs/{second}/events", headers={"Last-Event-ID": str(position)})
+    assert resumed.status == 204

@@ -10,6 +10,7 @@ from test_apply import sync, write
 
 
 async def _events(runtime) -> list[str]:
+    await runtime.audit.flush()  # refusals are counted per minute, appended on flush
     return [r["type"] for r in await runtime.pool.fetch("SELECT type FROM events ORDER BY position")]
 
 

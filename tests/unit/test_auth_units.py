@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import doctest
 
+import pytest
+
 from maestro.events.users import user_id_for
 from maestro.handlers.people import sessions
 from maestro.http import login, ratelimit
@@ -55,3 +57,16 @@ def test_user_ids_derive_from_issuer_and_subject() -> None:
     assert a == user_id_for("https://accounts.google.com/", "123") and a.startswith("u") and len(a) == 16
     assert a != user_id_for("https://login.example.com", "123")
     assert a != user_id_for("https://accounts.google.com", "1234")
+
+
+def test_client_address_behind_trusted_proxies() -> None:
+    from maestro.http import forwarded
+
+    assert doctest.testmod(forwarded).failed == 0
+    nets = forwarded.parse_networks(["10.0.0.0/8", "2001:db8::/32"])
+    assert forwarded.client_address("::ffff:10.0.0.1", ["198.51.100.7"], nets) == "198.51.100.7"  # IPv4-mapped peer
+    assert forwarded.client_address("2001:db8::1", ["2001:db8::2, 2001:db8:1::9"], nets) == "2001:db8::2"
+    assert forwarded.client_address("10.0.0.1", [], nets) == "10.0.0.1"  # a proxy that forwarded nothing
+    assert forwarded.client_address(None, ["1.2.3.4"], nets) == "unknown"
+    with pytest.raises(ValueError, match="'nope'"):
+        forwarded.parse_networks(["nope"])

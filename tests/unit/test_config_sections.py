@@ -137,3 +137,22 @@ def test_log_lines_are_redacted_even_json_escaped() -> None:
         logs.remove_redaction_source(source)
         root.handlers[:] = handlers
         root.setLevel(level)
+
+
+def test_oauth_initial_admins_are_emails_of_allowed_domains() -> None:
+    oauth = OAuthSection(allowed_domains=["example.com"], initial_admins=[" Ana@Example.COM "])
+    assert oauth.initial_admins == ["ana@example.com"]
+    for bad in (["ana"], ["@example.com"], ["ana@nowhere"], ["eve@evil.org"]):
+        with pytest.raises(ValidationError):
+            OAuthSection(allowed_domains=["example.com"], initial_admins=bad)
+
+
+def test_initial_admins_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from maestro.handlers.people.login import oauth_from_settings
+    from maestro.settings import Settings
+
+    monkeypatch.setenv("MAESTRO_INITIAL_ADMINS", "Ana@example.com, bob@example.org")
+    monkeypatch.setenv("MAESTRO_OIDC_CLIENT_ID", "id")
+    monkeypatch.setenv("MAESTRO_OIDC_CLIENT_SECRET", "secret")
+    config = oauth_from_settings(Settings())()
+    assert config is not None and config.initial_admins == ("ana@example.com", "bob@example.org")

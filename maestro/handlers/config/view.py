@@ -104,6 +104,7 @@ class OAuthClient:
     redirect_uri: str | None
     allowed_domains: tuple[str, ...]
     auto_enable_domains: tuple[str, ...]
+    initial_admins: tuple[str, ...] = ()
 
 
 class ConfigView:
@@ -251,7 +252,7 @@ class ConfigView:
             return None
         return OAuthClient(
             oauth.issuer, oauth.client_id, SecretStr(secret), oauth.redirect_uri,
-            tuple(oauth.allowed_domains), tuple(oauth.auto_enable_domains),
+            tuple(oauth.allowed_domains), tuple(oauth.auto_enable_domains), tuple(oauth.initial_admins),
         )
 
     # ------------------------------------------------------------------ checking

@@ -7,8 +7,8 @@ the state check mean something (see ``maestro.adapters.oidc``).
 
 Admission: the email must be verified by the issuer and its domain on ``allowed_domains`` (exact
 match; ``*`` admits any domain); a new person starts disabled unless their domain is on
-``auto_enable_domains``, except the very first, who becomes the administrator. Every refusal is
-recorded as ``LoginDenied``.
+``auto_enable_domains``; only the people the configuration names in ``initial_admins`` become
+(enabled) administrators, at their first login. Every refusal is recorded as ``LoginDenied``.
 
 Where the OAuth client comes from is a callable (``source``), read at each login so that a change
 applies to the next login without a restart: today the settings; the live configuration can
@@ -50,6 +50,7 @@ class OAuthClientConfig:
     redirect_uri: str | None
     allowed_domains: tuple[str, ...]
     auto_enable_domains: tuple[str, ...] = ()
+    initial_admins: tuple[str, ...] = ()  # emails that become administrators at their first login
 
 
 def oauth_from_settings(settings: Settings) -> Callable[[], OAuthClientConfig | None]:
@@ -59,7 +60,7 @@ def oauth_from_settings(settings: Settings) -> Callable[[], OAuthClientConfig | 
         return OAuthClientConfig(
             settings.oidc_issuer, settings.oidc_client_id, settings.oidc_client_secret,
             settings.oidc_redirect_uri, tuple(settings.allowed_email_domains),
-            tuple(settings.auto_enable_domains),
+            tuple(settings.auto_enable_domains), tuple(settings.initial_admins),
         )
 
     return source
@@ -128,13 +129,20 @@ class LoginService:
         return browser, start.url
 
     async def finish(
-        self, browser: str | None, *, code: str, state: str, error: str | None, address: str | None
+        self, browser: str | None, *, code: str, state: str, error: str | None, address: str | None,
+        audit_refusal: bool = True,
     ) -> LoggedIn:
-        """Complete the login the browser began; every refusal is audited and re-raised."""
+        """Complete the login the browser began; every refusal is audited and re-raised.
+
+        ``audit_refusal=False``: the caller counts a refused attempt itself (an address out of
+        its failure budget); failures of ours (5xx) are recorded all the same.
+        """
         who: dict[str, str | None] = {"email": None, "user_id": None}
         try:
             return await self._finish(browser, code, state, error, address, who)
         except MaestroError as exc:
+            if not audit_refusal and exc.status < 500:
+                raise
             actor = f"user:{who['user_id']}" if who["user_id"] else ANONYMOUS
             await self.audit.record(LoginDenied(reason=exc.message, address=address, **who), actor)
             raise
@@ -165,6 +173,7 @@ class LoginService:
         user, created = await self.users.sign_in(
             identity.issuer, identity.subject, identity.email, identity.name,
             enable_new=email_domain_allowed(identity.email, config.auto_enable_domains),
+            admin_emails=config.initial_admins,
         )
         who["user_id"] = user.user_id
         if not user.enabled:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,10 +33,11 @@ from maestro.events.users import (
     user_stream,
 )
 
-# Sign-ups take turns under this advisory lock, so exactly one person is ever "the first user".
+# Sign-ups take turns under this advisory lock: "does anyone already have this email?" and "is
+# there a default group yet?" must be answered and acted on by one process at a time.
 SIGNUP_LOCK = 7283010
 DEFAULT_GROUP = "default"
-FIRST_USER_ACTOR = "system:first-user"
+INITIAL_ADMIN_ACTOR = "system:initial-admins"
 
 _USER_COLUMNS = (
     "u.user_id, u.kind, u.email, u.name, u.enabled, u.admin, u.created_at, "
@@ -110,12 +112,16 @@ class UserService:
         return True
 
     async def sign_in(
-        self, issuer: str, subject: str, email: str | None, name: str | None, *, enable_new: bool
+        self, issuer: str, subject: str, email: str | None, name: str | None, *, enable_new: bool,
+        admin_emails: Collection[str] = (),
     ) -> tuple[UserView, bool]:
         """The user of an OIDC identity, signed up on first login; (user, created now).
 
-        The first person to sign up becomes an enabled administrator and joins the ``default``
-        group (created if missing); later ones are enabled only when ``enable_new``.
+        A person whose (verified) email is one of ``admin_emails`` -- the OAuth configuration's
+        initial administrators -- signs up as an enabled administrator and joins the ``default``
+        group (created if missing); everyone else is enabled only when ``enable_new``, and never
+        an administrator. Being first proves nothing: whoever logs in first after OAuth is
+        configured would otherwise own the instance.
         """
         user_id = user_id_for(issuer, subject)
         existing = await self.get(user_id)
@@ -133,22 +139,29 @@ class UserService:
             # "is anyone here yet?" must be answered and acted on by one process at a time.
             await conn.execute("SELECT pg_advisory_lock($1)", SIGNUP_LOCK)
             try:
-                return await self._sign_up(user_id, issuer, subject, email, name, enable_new)
+                return await self._sign_up(user_id, issuer, subject, email, name, enable_new, admin_emails)
             finally:
                 await conn.execute("SELECT pg_advisory_unlock($1)", SIGNUP_LOCK)
 
     async def _sign_up(
-        self, user_id: str, issuer: str, subject: str, email: str | None, name: str | None, enable_new: bool
+        self, user_id: str, issuer: str, subject: str, email: str | None, name: str | None, enable_new: bool,
+        admin_emails: Collection[str],
     ) -> tuple[UserView, bool]:
         existing = await self.get(user_id)  # the same login's other callback may have won the lock
         if existing is not None:
             return existing, False
-        first = not await self.pool.fetchval("SELECT EXISTS (SELECT 1 FROM users WHERE kind = 'person')")
-        meta = Metadata(actor=FIRST_USER_ACTOR if first else f"user:{user_id}")
-        # The default group first: a crash after it leaves the next sign-up still "first".
-        group_id = await self._default_group(meta) if first else None
+        admin = email is not None and email.lower() in {e.lower() for e in admin_emails}
+        if admin:
+            # Emails change hands (a departed colleague's address given to someone new, under a
+            # new subject): an address another user already signed up with makes nobody admin.
+            admin = not await self.pool.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM users WHERE lower(email) = lower($1))", email
+            )
+        meta = Metadata(actor=INITIAL_ADMIN_ACTOR if admin else f"user:{user_id}")
+        # The default group first: a crash after it leaves the next sign-up to create the user.
+        group_id = await self._default_group(meta) if admin else None
         signed_up = UserSignedUp(user_id=user_id, issuer=issuer, subject=subject, email=email, name=name,
-                                 enabled=first or enable_new, admin=first)
+                                 enabled=admin or enable_new, admin=admin)
         await self.store.append(user_stream(user_id), NO_STREAM, [signed_up], meta)
         if group_id is not None:
             await self.add_member(group_id, user_id, meta)
