@@ -16,7 +16,7 @@ from maestro.handlers.catalog.service import validate_spec
 from maestro.http.auth import principal
 from maestro.http.keys import RUNTIME
 from maestro.http.routing import Route, register, routes
-from maestro.http.validation import json_object, json_response, parse_body, parse_query, pop_expected_version
+from maestro.http.validation import VERSION_MAX, json_object, json_response, parse_body, parse_query, pop_expected_version
 
 MAX_PAGE = 500
 SPEC_FIELDS = frozenset(
@@ -48,7 +48,7 @@ class AsOfQuery(BaseModel):
 
 class RestoreBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    version: int | None = Field(None, ge=1, description="bring back this version (default: undelete)")
+    version: int | None = Field(None, ge=1, le=VERSION_MAX, description="bring back this version (default: undelete)")
 
 
 class ColumnQuery(BaseModel):

@@ -9,12 +9,12 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from maestro.errors import ConfigurationError, NotFound, ValidationFailed
+from maestro.errors import NotFound, ServiceUnavailable, ValidationFailed
 from maestro.handlers.runs import estimates, extracts
 from maestro.http.auth import principal
 from maestro.http.keys import RUNTIME
 from maestro.http.routing import Route, register, routes
-from maestro.http.validation import json_response, parse_body, parse_query
+from maestro.http.validation import INT64_MAX, json_response, parse_body, parse_query
 
 RUN_EVENT_TYPES = [
     "RunPlanned", "RunCancelRequested", "RunRetryRequested", "RunFinished",
@@ -155,7 +155,8 @@ async def run_events(request: web.Request) -> web.StreamResponse:
     if start is None:
         raise NotFound(f"no run {run_id!r}")
     last = request.headers.get("Last-Event-ID")
-    if last is not None and last.isdigit():
+    # Only an id we could have sent (an event position) counts; anything else replays from the start.
+    if last is not None and last.isascii() and last.isdigit() and int(last) <= INT64_MAX:
         start = max(start, int(last))
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
     await response.prepare(request)
@@ -178,7 +179,7 @@ async def table_extracts(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
     services = runtime.services
     if services is None:
-        raise ConfigurationError("Google Cloud Storage is not available in this process")
+        raise ServiceUnavailable("Google Cloud Storage is not available in this process")
     table_id = request.match_info["table_id"]
     lifetime = dt.timedelta(seconds=runtime.settings.signed_url_lifetime)
     extract = await extracts.latest_extract(runtime.catalog, services.storage, services.signer, table_id, lifetime)
@@ -246,7 +247,7 @@ async def costs(request: web.Request) -> web.Response:
 def _bigquery(request: web.Request):
     bq = request.app[RUNTIME].bigquery
     if bq is None:
-        raise ConfigurationError("BigQuery is not available in this process")
+        raise ServiceUnavailable("BigQuery is not available in this process")
     return bq
 
 
