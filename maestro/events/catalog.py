@@ -11,7 +11,7 @@ import re
 import zoneinfo
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, HttpUrl, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, HttpUrl, WithJsonSchema, model_validator
 
 from maestro.events.model import Event
 
@@ -68,10 +68,15 @@ def _timezone(value: str) -> str:
     return value
 
 
-DatasetName = Annotated[str, AfterValidator(_dataset_name)]
+def _documented(pattern: re.Pattern[str]) -> WithJsonSchema:
+    """The rule in the JSON schema (the OpenAPI document) too; the validator above enforces it."""
+    return WithJsonSchema({"type": "string", "pattern": f"^{pattern.pattern}$"})
+
+
+DatasetName = Annotated[str, AfterValidator(_dataset_name), _documented(_DATASET)]
 TableName = Annotated[str, AfterValidator(_table_name)]
-ProjectId = Annotated[str, AfterValidator(_project_id)]
-ColumnName = Annotated[str, AfterValidator(_column_name)]
+ProjectId = Annotated[str, AfterValidator(_project_id), _documented(_PROJECT)]
+ColumnName = Annotated[str, AfterValidator(_column_name), _documented(_COLUMN)]
 TimeZone = Annotated[str, AfterValidator(_timezone)]
 
 
