@@ -103,12 +103,14 @@ def apply_command(
 @database_options
 def export_command(directory: Path, **flags: Any) -> None:
     """Write the live catalog to DIRECTORY in the layout `maestro apply` reads. Table files of
-    tables not in the catalog are removed; other files are left alone."""
+    tables not in the catalog are removed; other files are left alone. DIRECTORY must be new,
+    empty, or a previous export (it has a .maestro-export file)."""
     from maestro.handlers.catalog import apply, folder
 
     settings = load_settings(**flags)
 
     async def go() -> folder.ExportResult:
+        folder.check_export_target(directory)  # before connecting: a wrong folder fails fast
         runtime = await _open(settings)
         try:
             rows = await apply.load_rows(runtime.catalog)

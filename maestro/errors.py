@@ -36,6 +36,13 @@ class ValidationFailed(MaestroError):
     status = 422
 
 
+class IntegerOutOfRange(ValidationFailed):
+    """An integer in the request is outside the signed 64-bit range every stored integer has."""
+
+    code = "integer_out_of_range"
+    status = 400
+
+
 class NotFound(MaestroError):
     """The requested object does not exist."""
 
@@ -183,6 +190,13 @@ class IdentityProviderUnavailable(Unauthenticated):
     """The identity provider could not be reached or gave an unusable answer; try again later."""
 
     code = "identity_provider_unavailable"
+    status = 503
+
+
+class ServiceUnavailable(ConfigurationError):
+    """That part of Maestro (BigQuery, Cloud Storage) is not running in this process."""
+
+    code = "service_unavailable"
     status = 503
 
 

@@ -51,7 +51,7 @@ _FORMATS = {
 }
 _COMPRESSIONS = {"": None, "none": None, "gzip": "GZIP", "deflate": "DEFLATE", "snappy": "SNAPPY"}
 _JOB_ID_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
-_GS_URI = re.compile(r"^gs://([^/]+)/(.+)$")
+_GS_URI = re.compile(r"gs://([^/]+)/(.+)")
 
 
 @dataclass(frozen=True)
@@ -411,7 +411,7 @@ async def expand_extract_uris(
 
 
 def _split_gs_uri(uri: str) -> tuple[str, str]:
-    match = _GS_URI.match(uri)
+    match = _GS_URI.fullmatch(uri)
     if match is None:
         raise ValueError(f"not a gs://bucket/object URI: {uri!r}")
     return match.group(1), match.group(2)

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
 MIGRATION_LOCK = 7283000
-_MIGRATION_NAME = re.compile(r"^(\d{3,})_[a-z0-9_]+\.sql$")
+_MIGRATION_NAME = re.compile(r"(\d{3,})_[a-z0-9_]+\.sql")
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +40,7 @@ class Migration:
 def load_migrations(sql_dir: Path = SQL_DIR) -> list[Migration]:
     migrations = []
     for path in sorted(sql_dir.glob("*.sql")):
-        match = _MIGRATION_NAME.match(path.name)
+        match = _MIGRATION_NAME.fullmatch(path.name)
         if match is None:
             continue  # schema.sql and other non-migration files
         migrations.append(Migration(int(match.group(1)), path.stem, path.read_text()))

@@ -56,7 +56,7 @@ _VERSION = "v1"
 _INFO = b"maestro credentials v1"  # HKDF info: binds the derived key to this one purpose
 _KID_LABEL = b"maestro key id v1"
 _NONCE_BYTES = 12  # 96 bits, the size GCM is specified for
-_TOKEN = re.compile(r"^(v\d+)\.([0-9a-f]{8})\.([A-Za-z0-9_-]+)$")
+_TOKEN = re.compile(r"(v\d+)\.([0-9a-f]{8})\.([A-Za-z0-9_-]+)")  # fullmatch: "$" allows a trailing newline
 
 
 def generate_secret() -> bytes:
@@ -207,7 +207,7 @@ def redact(text: str, secrets: Iterable[str], *, mask: str = "***") -> str:
 
 
 def _parse(token: str, *, context: str | None) -> tuple[str, str, bytes]:
-    match = _TOKEN.match(token) if isinstance(token, str) else None
+    match = _TOKEN.fullmatch(token) if isinstance(token, str) else None
     where = f" for {context!r}" if context is not None else ""
     if match is None:
         raise SecretUnavailable(

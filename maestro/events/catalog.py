@@ -11,7 +11,7 @@ import re
 import zoneinfo
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, HttpUrl, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, HttpUrl, WithJsonSchema, model_validator
 
 from maestro.events.model import Event
 
@@ -19,23 +19,24 @@ from maestro.events.model import Event
 # .../tables#table_naming): datasets are ASCII letters, digits and underscores, up to 1,024
 # characters; tables may also use Unicode letters, marks, numbers, dashes and spaces, up to 1,024
 # UTF-8 bytes; project ids are 6-30 lowercase letters, digits and hyphens.
-_DATASET = re.compile(r"^[A-Za-z0-9_]{1,1024}$")
-_TABLE = re.compile(r"^[\w\- ]+$")
-_PROJECT = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
-_LABEL_KEY = re.compile(r"^[\w-]{1,63}$")
-_LABEL_VALUE = re.compile(r"^[\w-]{0,63}$")
-_COLUMN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,299}$")
+# Always used with fullmatch: with match, a trailing "$" also accepts a trailing newline.
+_DATASET = re.compile(r"[A-Za-z0-9_]{1,1024}")
+_TABLE = re.compile(r"[\w\- ]+")
+_PROJECT = re.compile(r"[a-z][a-z0-9-]{4,28}[a-z0-9]")
+_LABEL_KEY = re.compile(r"[\w-]{1,63}")
+_LABEL_VALUE = re.compile(r"[\w-]{0,63}")
+_COLUMN = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,299}")
 
 
 def _dataset_name(value: str) -> str:
-    if not _DATASET.match(value):
+    if not _DATASET.fullmatch(value):
         raise ValueError("dataset names use letters, digits and underscores (at most 1,024)")
     return value
 
 
 def _table_name(value: str) -> str:
     if (
-        not _TABLE.match(value)
+        not _TABLE.fullmatch(value)
         or len(value.encode()) > 1024
         or value != value.strip()
         or "*" in value
@@ -48,13 +49,13 @@ def _table_name(value: str) -> str:
 
 
 def _project_id(value: str) -> str:
-    if not _PROJECT.match(value):
+    if not _PROJECT.fullmatch(value):
         raise ValueError("project ids are 6-30 lowercase letters, digits and hyphens")
     return value
 
 
 def _column_name(value: str) -> str:
-    if not _COLUMN.match(value):
+    if not _COLUMN.fullmatch(value):
         raise ValueError(f"{value!r} is not a valid column name")
     return value
 
@@ -82,10 +83,15 @@ def _timezone(value: str) -> str:
     return value
 
 
-DatasetName = Annotated[str, AfterValidator(_dataset_name)]
+def _documented(pattern: re.Pattern[str]) -> WithJsonSchema:
+    """The rule in the JSON schema (the OpenAPI document) too; the validator above enforces it."""
+    return WithJsonSchema({"type": "string", "pattern": f"^{pattern.pattern}$"})
+
+
+DatasetName = Annotated[str, AfterValidator(_dataset_name), _documented(_DATASET)]
 TableName = Annotated[str, AfterValidator(_table_name)]
-ProjectId = Annotated[str, AfterValidator(_project_id)]
-ColumnName = Annotated[str, AfterValidator(_column_name)]
+ProjectId = Annotated[str, AfterValidator(_project_id), _documented(_PROJECT)]
+ColumnName = Annotated[str, AfterValidator(_column_name), _documented(_COLUMN)]
 TimeZone = Annotated[str, AfterValidator(_timezone)]
 TableReference = Annotated[str, AfterValidator(_table_reference)]
 
@@ -208,7 +214,7 @@ class TableSpec(_Model):
     @model_validator(mode="after")
     def _per_kind(self) -> TableSpec:
         for key, value in self.labels.items():
-            if not _LABEL_KEY.match(key) or not _LABEL_VALUE.match(value) or key.lower() != key:
+            if not _LABEL_KEY.fullmatch(key) or not _LABEL_VALUE.fullmatch(value) or key.lower() != key:
                 raise ValueError(f"label {key!r}: lowercase letters, digits, '_' and '-' (63 max)")
         if len(self.labels) > 64:
             raise ValueError("at most 64 labels")

@@ -30,12 +30,14 @@ DATABASE_STREAM_PREFIX = "config-db-"
 
 # The shape of adapters.secrets tokens (nonce + tag alone are 28 bytes: >= 38 base64 characters).
 Ciphertext = Annotated[str, StringConstraints(pattern=r"^v\d+\.[0-9a-f]{8}\.[A-Za-z0-9_-]{38,}$")]
+# Also a pydantic pattern (Rust regex, where "$" is the end of the text); in Python use fullmatch,
+# since re's "$" matches before a trailing newline too.
 DATABASE_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 DatabaseName = Annotated[str, StringConstraints(pattern=DATABASE_NAME.pattern)]
 
-_DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{0,62}$")
-_BUCKET = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
-_LOCATION = re.compile(r"^[A-Za-z][A-Za-z0-9-]{1,39}$")
+_DOMAIN = re.compile(r"(?=.{1,253}\Z)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{0,62}")
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]")
+_LOCATION = re.compile(r"[A-Za-z][A-Za-z0-9-]{1,39}")
 _LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
 
 
@@ -45,7 +47,7 @@ def config_stream(section: str, name: str | None = None) -> str:
 
 def _domain(value: str) -> str:
     value = value.strip().lower().removeprefix("@")
-    if not _DOMAIN.match(value):
+    if not _DOMAIN.fullmatch(value):
         raise ValueError(f"{value!r} is not a domain name (like example.com)")
     return value
 
@@ -109,9 +111,9 @@ class BigQuerySection(Section):
 
     @model_validator(mode="after")
     def _names(self) -> BigQuerySection:
-        if self.bucket is not None and not _BUCKET.match(self.bucket):
+        if self.bucket is not None and not _BUCKET.fullmatch(self.bucket):
             raise ValueError("bucket: lowercase letters, digits, '.', '_' and '-' (3 to 222)")
-        if self.location is not None and not _LOCATION.match(self.location):
+        if self.location is not None and not _LOCATION.fullmatch(self.location):
             raise ValueError("location: a BigQuery location such as US, EU or europe-west1")
         return self
 

@@ -193,7 +193,8 @@ class EventStore:
             message = self._unique_messages.get(exc.constraint_name or "")
             if message is not None:
                 return Conflict(message)
-        return MaestroError(f"event store error: {exc}")
+        # The driver's text (SQL, constraint names, values) stays in the chained cause, for the log.
+        return MaestroError("event store error")
 
     # ---------------------------------------------------------------- reading
     async def stream_version(self, stream_id: str) -> int | None:

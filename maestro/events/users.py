@@ -19,11 +19,11 @@ from pydantic import AfterValidator, Field
 
 from maestro.events.model import Event
 
-_USER_ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+_USER_ID = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")  # fullmatch: "$" would allow a trailing newline
 
 
 def _user_id(value: str) -> str:
-    if not _USER_ID.match(value):
+    if not _USER_ID.fullmatch(value):
         raise ValueError("user ids are 1-63 lowercase letters, digits, '.', '_' and '-'")
     return value
 

@@ -16,13 +16,14 @@ from maestro.http.keys import METRICS, RUNTIME, SETTINGS
 from maestro.http.metrics import Metrics
 from maestro.http.ratelimit import FailureLimiter
 from maestro.http.run_events import STREAM_SLOTS, StreamSlots
+from maestro.http.validation import path_middleware
 from maestro.runtime import Runtime, open_runtime
 from maestro.settings import Settings
 
 
 def create_app(settings: Settings, *, runtime: Runtime | None = None) -> web.Application:
     """Build the application. With ``runtime`` given (tests), the caller owns its lifetime."""
-    app = web.Application(middlewares=[error_middleware, auth_middleware], client_max_size=settings.max_body_bytes)
+    app = web.Application(middlewares=[error_middleware, path_middleware, auth_middleware], client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app[METRICS] = Metrics(CollectorRegistry(auto_describe=True))
     app[LIMITER] = FailureLimiter(settings.auth_failure_burst, settings.auth_failures_per_minute)

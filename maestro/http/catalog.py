@@ -4,11 +4,11 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import orjson
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from maestro.handlers.catalog import lineage
 from maestro.errors import NotFound, ValidationFailed
@@ -17,7 +17,7 @@ from maestro.handlers.catalog.service import validate_spec
 from maestro.http.auth import principal
 from maestro.http.keys import RUNTIME
 from maestro.http.routing import Route, register, routes
-from maestro.http.validation import json_object, json_response, parse_body, parse_query, pop_expected_version
+from maestro.http.validation import VERSION_MAX, json_object, json_response, parse_body, parse_query, pop_expected_version
 
 MAX_PAGE = 500
 SPEC_FIELDS = frozenset(
@@ -42,6 +42,26 @@ class TableListQuery(BaseModel):
     limit: int = Field(100, ge=1, le=MAX_PAGE)
 
 
+def _with_metadata(info: Any) -> Any:
+    return Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
+
+
+def _table_body(name: str, *, partial: bool) -> type[BaseModel]:
+    """The request shape of PUT (``partial=False``) or PATCH for the OpenAPI document: the spec's
+    fields and the optional ``version`` read (409 if it moved). Validation is the handler's."""
+    fields: dict[str, Any] = {
+        # Absent means "unchanged": a default of None that is not a value to send.
+        field: ((_with_metadata(info), Field(None, alias=info.alias)) if partial else (info.annotation, info))
+        for field, info in TableSpec.model_fields.items()
+    }
+    fields["version"] = (int | None, Field(None, ge=0, le=VERSION_MAX, description="the version read: 409 if it moved"))
+    return create_model(name, __config__=ConfigDict(extra="forbid", populate_by_name=True), **fields)
+
+
+TablePatch = _table_body("TablePatch", partial=True)
+TableReplace = _table_body("TableReplace", partial=False)
+
+
 class AsOfQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
     as_of: dt.datetime | None = Field(None, description="ISO 8601 instant: the table as it was then")
@@ -49,7 +69,7 @@ class AsOfQuery(BaseModel):
 
 class RestoreBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    version: int | None = Field(None, ge=1, description="bring back this version (default: undelete)")
+    version: int | None = Field(None, ge=1, le=VERSION_MAX, description="bring back this version (default: undelete)")
 
 
 class ColumnQuery(BaseModel):
@@ -345,8 +365,8 @@ ROUTES = routes(
     Route("GET", "/api/v1/tables", list_tables, "List tables (filters, text search, pagination)", query=TableListQuery, rule="read", tag="tables"),
     Route("POST", "/api/v1/tables", create_table, "Create a table", rule="write", body=TableSpec, status=201, tag="tables"),
     Route("GET", "/api/v1/tables/{table_id}", get_table, "A table, now or as of an instant", query=AsOfQuery, rule="read", tag="tables"),
-    Route("PATCH", "/api/v1/tables/{table_id}", patch_table, "Change some fields (optionally at an expected version)", rule="write", tag="tables"),
-    Route("PUT", "/api/v1/tables/{table_id}", put_table, "Replace the whole definition", rule="write", body=TableSpec, tag="tables"),
+    Route("PATCH", "/api/v1/tables/{table_id}", patch_table, "Change some fields (optionally at an expected version)", rule="write", body=TablePatch, tag="tables"),
+    Route("PUT", "/api/v1/tables/{table_id}", put_table, "Replace the whole definition", rule="write", body=TableReplace, tag="tables"),
     Route("DELETE", "/api/v1/tables/{table_id}", delete_table, "Delete a table (soft)", rule="write", tag="tables"),
     Route("POST", "/api/v1/tables/{table_id}/restore", restore_table, "Undelete, or bring back an old version", rule="write", body=RestoreBody, tag="tables"),
     Route("GET", "/api/v1/tables/{table_id}/history", table_history, "Every version: who, when, what changed", rule="read", tag="tables"),
@@ -354,7 +374,7 @@ ROUTES = routes(
     Route("GET", "/api/v1/tables/{table_id}/children", table_children, "Tables that read this one", rule="read", tag="dependencies"),
     Route("GET", "/api/v1/tables/{table_id}/lineage", table_lineage, "Source columns of an output column", query=ColumnQuery, rule="read", tag="dependencies"),
     Route("GET", "/api/v1/tables/{table_id}/impact", table_impact, "Downstream tables and columns that depend on a column", query=ColumnQuery, rule="read", tag="dependencies"),
-    Route("GET", "/api/v1/graph", graph, "The whole DAG, or a subgraph around a table", query=GraphQuery, rule="read", tag="dependencies"),
+    Route("GET", "/api/v1/graph", graph, "The whole DAG, or a subgraph around a table", query=GraphQuery, rule="read", tag="dependencies", errors=(404,)),
     Route("GET", "/api/v1/catalog", catalog_as_of, "The whole catalog as of an instant", query=CatalogAsOfQuery, rule="read", tag="tables"),
     Route("GET", "/api/v1/frequencies", list_frequencies, "List frequencies", rule="read", tag="frequencies"),
     Route("POST", "/api/v1/frequencies", create_frequency, "Create a frequency", rule="admin", body=FrequencySpec, status=201, tag="frequencies"),

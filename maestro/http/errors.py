@@ -1,8 +1,16 @@
-"""One middleware turns every error into ``{"error": {"code", "message"}}`` JSON."""
+"""One middleware turns every error into ``{"error": {"code", "message"}}`` JSON.
+
+A 500 never carries the text of what failed: an unexpected exception (a driver's error quoting
+SQL, a constraint or a value) or an internal :class:`MaestroError` is logged with a request id,
+and the client gets a generic message with that id (also in ``X-Request-Id``) to quote to an
+operator. Errors with another status are ours, written for the caller, and are sent as they are.
+"""
 
 from __future__ import annotations
 
 import logging
+import re
+import uuid
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -32,13 +40,34 @@ def error_response(status: int, code: str, message: str, **details: object) -> w
     return web.json_response({"error": body}, status=status)
 
 
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+def request_id(request: web.Request) -> str:
+    """The caller's (a proxy's) ``X-Request-Id`` when it is a sane one, else a new id."""
+    given = request.headers.get("X-Request-Id", "")
+    return given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+
+
+def internal_error(request: web.Request, what: str) -> web.Response:
+    """Log the exception being handled under a request id; answer a 500 that only names that id."""
+    rid = request_id(request)
+    log.exception(what, extra={"request_id": rid, "method": request.method, "path": request.path})
+    response = error_response(500, "internal_error", f"internal error; see the server log (request {rid})",
+                              request_id=rid)
+    response.headers["X-Request-Id"] = rid
+    return response
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except MaestroError as exc:
-        if exc.status >= 500:
-            log.exception("request failed", extra={"path": request.path})
+        if exc.status == 500:
+            return internal_error(request, f"request failed: {exc.code}")
+        if exc.status > 500:
+            log.warning("request failed", extra={"path": request.path, "code": exc.code, "error": exc.message})
         response = web.json_response({"error": exc.to_dict()}, status=exc.status)
         retry_after = getattr(exc, "retry_after", None)
         if retry_after is not None:
@@ -61,5 +90,4 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
                 response.headers[header] = exc.headers[header]
         return response
     except Exception:
-        log.exception("unhandled error", extra={"path": request.path, "method": request.method})
-        return error_response(500, "internal_error", "internal error; see the server log")
+        return internal_error(request, "unhandled error")

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from maestro.errors import NotFound
 from maestro.http.keys import RUNTIME
 from maestro.http.routing import Route, register, routes
-from maestro.http.validation import parse_query
+from maestro.http.validation import VERSION_MAX, parse_query
 
 MAX_PAGE = 1000
 
@@ -22,7 +22,7 @@ class EventsQuery(BaseModel):
 
 class StreamQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    after_version: int = Field(0, ge=0)
+    after_version: int = Field(0, ge=0, le=VERSION_MAX)
     limit: int = Field(100, ge=1, le=MAX_PAGE)
 
 

@@ -11,7 +11,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from maestro.health import State
 from maestro.http.keys import METRICS, RUNTIME
 from maestro.http.routing import ROUTES as ROUTES_ALL
-from maestro.http.routing import Route, openapi, register, routes
+from maestro.http.openapi import openapi
+from maestro.http.routing import Route, register, routes
 
 DATABASE_CHECK_TIMEOUT = 2.0
 STATES = get_args(State)

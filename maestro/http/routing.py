@@ -1,7 +1,8 @@
 """One declarative table of routes: what each does, what it takes, and who may call it.
 
-The same table registers the aiohttp routes, produces the OpenAPI document, and gives the one
-authorization middleware (``maestro.http.auth``) each route's ``rule``:
+The same table registers the aiohttp routes, produces the OpenAPI document
+(``maestro.http.openapi``), and gives the one authorization middleware (``maestro.http.auth``)
+each route's ``rule``:
 
 - ``public``: anyone, no credentials looked at;
 - ``read``: any enabled user;
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 from aiohttp import web
 from pydantic import BaseModel
@@ -39,6 +40,8 @@ class Route:
     query: type[BaseModel] | None = None
     status: int = 200
     tag: str = "misc"
+    errors: tuple[int, ...] = ()  # error statuses beyond those the declaration implies (see openapi.py)
+    content_type: str = "application/json"  # of the success response
 
 
 ROUTES: list[Route] = []
@@ -65,82 +68,3 @@ def route_of(request: web.Request) -> Route | None:
     """The declared route a request matched (None for 404/405 and undeclared routes)."""
     table = request.app.get(ROUTE_TABLE)
     return table.get(request.match_info.route) if table is not None else None
-
-
-def openapi(items: Iterable[Route], version: str) -> dict[str, Any]:
-    paths: dict[str, dict[str, Any]] = {}
-    schemas: dict[str, Any] = {}
-    error_ref = {"$ref": "#/components/schemas/Error"}
-    for r in items:
-        if not r.path.startswith("/api/"):
-            continue
-        op: dict[str, Any] = {
-            "summary": r.summary,
-            "tags": [r.tag],
-            "operationId": f"{r.method.lower()}_{r.handler.__name__}",
-            "x-maestro-rule": r.rule,
-            "responses": {
-                str(r.status): {"description": "success"},
-                "default": {"description": "error", "content": {"application/json": {"schema": error_ref}}},
-            },
-        }
-        params = [
-            {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
-            for p in _path_params(r.path)
-        ]
-        if r.query is not None:
-            schema = r.query.model_json_schema()
-            required = set(schema.get("required", []))
-            for name, prop in schema.get("properties", {}).items():
-                params.append({"name": name, "in": "query", "required": name in required, "schema": prop})
-        if params:
-            op["parameters"] = params
-        if r.body is not None:
-            body_schema = r.body.model_json_schema(by_alias=True, ref_template="#/components/schemas/{model}")
-            for name, definition in body_schema.pop("$defs", {}).items():
-                schemas[name] = definition
-            schemas[r.body.__name__] = body_schema
-            op["requestBody"] = {
-                "required": True,
-                "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{r.body.__name__}"}}},
-            }
-        if r.rule != "public":
-            op["security"] = [{"bearer": []}, {"apiToken": []}, {"session": []}]
-        paths.setdefault(_openapi_path(r.path), {})[r.method.lower()] = op
-    schemas["Error"] = {
-        "type": "object",
-        "properties": {
-            "error": {
-                "type": "object",
-                "properties": {
-                    "code": {"type": "string"},
-                    "message": {"type": "string"},
-                    "details": {"type": "object"},
-                },
-                "required": ["code", "message"],
-            }
-        },
-    }
-    return {
-        "openapi": "3.1.0",
-        "info": {"title": "Maestro API", "version": version},
-        "paths": paths,
-        "components": {
-            "schemas": schemas,
-            "securitySchemes": {
-                "bearer": {"type": "http", "scheme": "bearer"},
-                "apiToken": {"type": "apiKey", "in": "header", "name": "X-Api-Token"},
-                "session": {"type": "apiKey", "in": "cookie", "name": "__Host-maestro_session"},
-            },
-        },
-    }
-
-
-def _path_params(path: str) -> list[str]:
-    return [part[1:-1].split(":")[0] for part in path.split("/") if part.startswith("{")]
-
-
-def _openapi_path(path: str) -> str:
-    return "/".join(
-        "{" + part[1:-1].split(":")[0] + "}" if part.startswith("{") else part for part in path.split("/")
-    )

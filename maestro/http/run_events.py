@@ -33,6 +33,7 @@ from maestro.handlers.people.principal import Principal
 from maestro.http.auth import principal, recheck
 from maestro.http.extract_rule import unreadable_extracts
 from maestro.http.keys import RUNTIME, SETTINGS
+from maestro.http.validation import INT64_MAX
 
 # A run ends at RunFinished, or at RunSkipped for a scheduled slot that never ran (overlap).
 RUN_ENDS = ("RunFinished", "RunSkipped")
@@ -106,7 +107,8 @@ async def run_events(request: web.Request) -> web.StreamResponse:
         raise NotFound(f"no run {run_id!r}")
     start = row["first"] - 1
     last = request.headers.get("Last-Event-ID", "")
-    if last.isdigit():
+    # Only an id we could have sent (an event position) counts; anything else replays from the start.
+    if last.isascii() and last.isdigit() and int(last) <= INT64_MAX:
         start = max(start, int(last))
     if row["last_type"] in RUN_ENDS and start >= row["last"]:
         return web.Response(status=204)  # the run is over and the client has seen all of it

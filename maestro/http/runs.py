@@ -9,7 +9,7 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from maestro.errors import ConfigurationError, NotFound, ValidationFailed
+from maestro.errors import NotFound, ServiceUnavailable, ValidationFailed
 from maestro.handlers.runs import estimates, extracts
 from maestro.http.auth import principal
 from maestro.http.extract_rule import unreadable_extracts
@@ -150,7 +150,7 @@ async def table_extracts(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
     services = runtime.services
     if services is None:
-        raise ConfigurationError("Google Cloud Storage is not available in this process")
+        raise ServiceUnavailable("Google Cloud Storage is not available in this process")
     table_id = request.match_info["table_id"]
     lifetime = dt.timedelta(seconds=runtime.settings.signed_url_lifetime)
     extract = await extracts.latest_extract(runtime.catalog, services.storage, services.signer, table_id, lifetime)
@@ -221,7 +221,7 @@ async def costs(request: web.Request) -> web.Response:
 def _bigquery(request: web.Request):
     bq = request.app[RUNTIME].bigquery
     if bq is None:
-        raise ConfigurationError("BigQuery is not available in this process")
+        raise ServiceUnavailable("BigQuery is not available in this process")
     return bq
 
 
@@ -242,16 +242,16 @@ async def frequency_plan(request: web.Request) -> web.Response:
 
 ROUTES = routes(
     Route("GET", "/api/v1/runs", list_runs, "Runs, newest first", query=RunListQuery, rule="read", tag="runs"),
-    Route("POST", "/api/v1/runs", start_run, "Start a frequency's run now", rule="admin", body=StartRunBody, status=201, tag="runs"),
+    Route("POST", "/api/v1/runs", start_run, "Start a frequency's run now", rule="admin", body=StartRunBody, status=201, tag="runs", errors=(404,)),
     Route("GET", "/api/v1/runs/{run_id}", get_run, "A run with each table's state and the run's graph", rule="read", tag="runs"),
-    Route("GET", "/api/v1/runs/{run_id}/events", run_events, "The run's state changes as Server-Sent Events", rule="read", tag="runs"),
+    Route("GET", "/api/v1/runs/{run_id}/events", run_events, "The run's state changes as Server-Sent Events", rule="read", tag="runs", content_type="text/event-stream"),
     Route("POST", "/api/v1/runs/{run_id}/retry", retry_run, "Re-run what failed or never ran", rule="admin", tag="runs"),
     Route("POST", "/api/v1/runs/{run_id}/cancel", cancel_run, "Cancel a run and its BigQuery jobs", rule="admin", status=202, tag="runs"),
     Route("POST", "/api/v1/tables/{table_id}/run", run_table, "Run one table now (optionally with its descendants)", rule="write", body=RunTableBody, status=201, tag="runs"),
-    Route("GET", "/api/v1/tables/{table_id}/extracts", table_extracts, "The latest extract's files with signed URLs", rule="extract", tag="runs"),
+    Route("GET", "/api/v1/tables/{table_id}/extracts", table_extracts, "The latest extract's files with signed URLs", rule="extract", tag="runs", errors=(503,)),
     Route("GET", "/api/v1/tables/{table_id}/jobs", table_jobs, "The table's BigQuery jobs, newest first", query=PageQuery, rule="read", tag="runs"),
-    Route("POST", "/api/v1/tables/{table_id}/dry-run", dry_run, "Validity, bytes and price estimate", rule="write", tag="runs"),
-    Route("GET", "/api/v1/frequencies/{frequency_id}/plan", frequency_plan, "The next run's tables, order and estimate", rule="read", tag="runs"),
+    Route("POST", "/api/v1/tables/{table_id}/dry-run", dry_run, "Validity, bytes and price estimate", rule="write", tag="runs", errors=(502, 503)),
+    Route("GET", "/api/v1/frequencies/{frequency_id}/plan", frequency_plan, "The next run's tables, order and estimate", rule="read", tag="runs", errors=(502, 503)),
     Route("GET", "/api/v1/costs", costs, "Bytes, slot-ms and USD by user, group, table, run or day", query=CostQuery, rule="read", tag="costs"),
 )
 

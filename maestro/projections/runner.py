@@ -9,7 +9,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from maestro.errors import NotFound
+from maestro.errors import MaestroError, NotFound
 from maestro.events.model import RecordedEvent
 from maestro.events.store import INLINE_PROJECTION_LOCK, Connection, EventStore
 from maestro.health import Health
@@ -176,7 +176,10 @@ class ProjectionRunner:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # keep following; the status endpoint shows the error
-                self.errors[projection.name] = str(exc)
+                # Shown to any user (GET /api/v1/projections): our own message, never a driver's.
+                self.errors[projection.name] = (
+                    exc.message if isinstance(exc, MaestroError) else f"{type(exc).__name__}; see the server log"
+                )
                 self.health.down(component, exc)
                 log.exception("projection failed", extra={"projection": projection.name})
                 with contextlib.suppress(asyncio.TimeoutError):

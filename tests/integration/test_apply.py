@@ -13,7 +13,7 @@ from maestro.errors import CycleDetected
 from maestro.events.catalog import TableSpec
 from maestro.events.model import Metadata
 from maestro.handlers.catalog.apply import Report, canonical_payload, execute, load_rows, plan
-from maestro.handlers.catalog.folder import FolderInvalid, export, read_folder
+from maestro.handlers.catalog.folder import EXPORT_MARKER, ExportRefused, FolderInvalid, export, read_folder
 from maestro.runtime import Runtime, open_runtime
 from maestro.settings import Settings
 
@@ -381,3 +381,46 @@ def test_the_cli_commands(dsn: str, tmp_path: Path) -> None:
     bad = cli.invoke(apply_command, [str(folder), *base])
     assert bad.exit_code == 2
     assert f"{folder / 'mart/daily.sql'}:1:" in bad.stderr and "nothing was applied" in bad.stderr
+
+
+def test_export_refuses_a_folder_that_is_not_an_export(dsn: str, tmp_path: Path) -> None:
+    """Before: ``maestro export ~/project`` deleted every ``*/*.sql`` and ``*/*.yaml`` under it."""
+    project = tmp_path / "project"
+    (project / "src").mkdir(parents=True)
+    (project / "src/schema.sql").write_text("CREATE TABLE precious (id int);\n")
+    (project / "src/config.yaml").write_text("keep: me\n")
+    (project / "README.md").write_text("mine\n")
+    table = TableSpec(dataset="mart", name="daily", query="SELECT 1")
+
+    with pytest.raises(ExportRefused, match="not a previous export"):
+        export([table], project)
+    assert sorted(str(p.relative_to(project)) for p in project.rglob("*")) == [
+        "README.md", "src", "src/config.yaml", "src/schema.sql"
+    ]
+
+    cli = CliRunner()
+    refused = cli.invoke(export_command, [str(project), "--database-url", dsn, "--data-dir", str(tmp_path / "d")])
+    assert refused.exit_code == 2, refused.output
+    assert "is not a previous export" in refused.stderr and "nothing was changed" in refused.stderr
+    assert (project / "src/schema.sql").exists() and (project / "src/config.yaml").exists()
+
+
+def test_export_writes_into_new_empty_or_previously_exported_folders(tmp_path: Path) -> None:
+    table = TableSpec(dataset="mart", name="daily", query="SELECT 1")
+    repo = tmp_path / "repo"
+    (repo / ".git").mkdir(parents=True)  # a fresh `git init`: hidden entries alone count as empty
+    export([table], repo)
+    assert (repo / EXPORT_MARKER).is_file() and (repo / "mart/daily.sql").exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    export([table], empty)
+    export([table], tmp_path / "new/nested")
+    assert (tmp_path / "new/nested/mart/daily.sql").exists()
+
+    # A previous export (it has the marker) is mirrored again: stale table files go.
+    (repo / "mart/stale.sql").write_text("SELECT 2\n")
+    again = export([table], repo)
+    assert again.removed == [str(repo / "mart/stale.sql")] and again.written == []
+    assert read_folder(repo) == [table]  # the marker is not read as a table
+    with pytest.raises(ExportRefused, match="not a directory"):
+        export([table], repo / "mart/daily.sql")

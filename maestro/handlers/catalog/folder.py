@@ -34,7 +34,7 @@ import orjson
 import yaml
 
 from maestro.catalog.sql import analyze
-from maestro.errors import SqlSyntaxError, ValidationFailed
+from maestro.errors import Conflict, SqlSyntaxError, ValidationFailed
 from maestro.events.catalog import TableSpec
 from maestro.handlers.catalog.service import validate_spec
 
@@ -295,13 +295,51 @@ class ExportResult:
         )
 
 
+EXPORT_MARKER = ".maestro-export"
+_MARKER_TEXT = (
+    "Written by `maestro export`: the next export into this folder removes the table files\n"
+    "(<dataset>/*.sql, <dataset>/*.yaml) of tables that are not in the catalog.\n"
+)
+
+
+class ExportRefused(Conflict):
+    """The export's target is not a folder an export may write into; nothing was changed."""
+
+    code = "export_refused"
+
+
+def check_export_target(root: Path) -> None:
+    """Refuse a folder that is neither new, empty, nor a previous export's.
+
+    An export mirrors the catalog, so it deletes the table files of tables the catalog lacks:
+    pointed at the wrong folder (a home directory, another project) it would delete every
+    ``*.sql`` and ``*.yaml`` one level down. Its marker file says a folder is an export's.
+    Hidden entries alone (a fresh ``git init``) count as empty: an export deletes nothing there.
+    """
+    if not root.exists():
+        return
+    if not root.is_dir():
+        raise ExportRefused(f"{root} is not a directory")
+    if (root / EXPORT_MARKER).is_file():
+        return
+    visible = sorted(p.name for p in root.iterdir() if not p.name.startswith("."))
+    if visible:
+        shown = ", ".join(visible[:3]) + (", ..." if len(visible) > 3 else "")
+        raise ExportRefused(
+            f"{root} is not empty ({shown}) and is not a previous export (it has no {EXPORT_MARKER} file): "
+            "export into a new or empty directory; nothing was changed"
+        )
+
+
 def export(tables: Iterable[TableSpec | Mapping[str, Any]], path: Path | str) -> ExportResult:
     """Write ``tables`` (specs, spec payloads, or catalog rows — deleted rows skipped) to ``path``
     in the layout :func:`read_folder` reads. The folder then mirrors them: table files
     (``<dataset>/*.sql|yaml``) of other tables are removed, other files are left alone, and a file
-    whose content is already right is not rewritten.
+    whose content is already right is not rewritten. ``path`` must be new, empty, or a previous
+    export (:data:`EXPORT_MARKER`); anything else is refused before a file is touched.
     """
     root = Path(path)
+    check_export_target(root)
     wanted: dict[Path, str] = {}
     for item in tables:
         if isinstance(item, Mapping) and "table_id" in item:
@@ -312,12 +350,15 @@ def export(tables: Iterable[TableSpec | Mapping[str, Any]], path: Path | str) ->
         for file_name, content in render(spec).items():
             wanted[root / spec.dataset / file_name] = content
     result = ExportResult()
-    if root.is_dir():
-        for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            for file in sorted(folder.iterdir()):
-                if file.is_file() and file.suffix in (".sql", ".yaml") and file not in wanted:
-                    file.unlink()
-                    result.removed.append(str(file))
+    root.mkdir(parents=True, exist_ok=True)
+    marker = root / EXPORT_MARKER
+    if not marker.is_file() or marker.read_text(encoding="utf-8", errors="replace") != _MARKER_TEXT:
+        marker.write_text(_MARKER_TEXT, encoding="utf-8", newline="\n")
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for file in sorted(folder.iterdir()):
+            if file.is_file() and file.suffix in (".sql", ".yaml") and file not in wanted:
+                file.unlink()
+                result.removed.append(str(file))
     for file, content in sorted(wanted.items()):
         file.parent.mkdir(parents=True, exist_ok=True)
         try:

@@ -115,7 +115,7 @@ class ConfigService:
 
     # ------------------------------------------------------------------ databases
     async def add_database(self, name: Any, values: Mapping[str, Any], metadata: Metadata) -> ConfigEntry | None:
-        if not isinstance(name, str) or not DATABASE_NAME.match(name):
+        if not isinstance(name, str) or not DATABASE_NAME.fullmatch(name):
             message = "lowercase letters, digits, '_' and '-', starting with a letter (63 at most)"
             raise ValidationFailed(f"name: {message}", problems=[{"field": "name", "message": message}])
         current = await self.current("databases", name)
