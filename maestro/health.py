@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass
 from typing import Literal
 
+from maestro.errors import MaestroError
+
 State = Literal["ok", "down", "standby", "starting"]
 
 
@@ -41,7 +43,14 @@ class Health:
         self.set(component, "ok", detail)
 
     def down(self, component: str, error: BaseException | str) -> None:
-        detail = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+        """``/healthz`` is public: our own messages are shown, a driver's only by its class (the
+        log has the rest)."""
+        if isinstance(error, str):
+            detail = error
+        elif isinstance(error, MaestroError):
+            detail = f"{type(error).__name__}: {error.message}"
+        else:
+            detail = f"{type(error).__name__} (see the server log)"
         self.set(component, "down", detail[:500])
 
     def forget(self, component: str) -> None:

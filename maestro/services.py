@@ -79,7 +79,7 @@ class Services:
         while True:
             if not await self.leader.try_acquire():
                 if self.leader.last_error is not None:
-                    health.down(RUNNER, f"cannot reach PostgreSQL for the leader lock: {self.leader.last_error}")
+                    health.down(RUNNER, "cannot reach PostgreSQL for the leader lock (see the server log)")
                 else:
                     health.set(RUNNER, "standby", "another replica runs the jobs")
                 await asyncio.sleep(self.leader.retry)

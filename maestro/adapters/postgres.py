@@ -187,7 +187,8 @@ class LeaderLock:
                     "AND pid = pg_backend_pid() AND objid = $1", self.key, timeout=self.check,
                 )
             except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                return f"the lock's connection failed: {type(exc).__name__}: {exc}"
+                log.warning("leader lock check failed", extra={"error": f"{type(exc).__name__}: {exc}"})
+                return f"the lock's connection failed ({type(exc).__name__})"
             if not held:
                 return "the lock is no longer held"
 
