@@ -15,7 +15,7 @@ Rule = Callable[[str, str, object], "tuple[int, str, str] | None"]
 
 
 class FaultProxy:
-    def __init__(self, upstream: str, rule: Rule) -> None:
+    def __init__(self, upstream: str, rule: Rule = lambda *_: None) -> None:
         self.upstream = upstream
         self.rule = rule
         self.answered: list[tuple[str, str, int]] = []  # faults sent: (method, path, status)
@@ -34,6 +34,9 @@ class FaultProxy:
             self.answered.append((request.method, request.path, status))
             error = {"code": status, "message": message, "errors": [{"reason": reason, "message": message}]}
             return web.json_response({"error": error}, status=status)
+        return await self.forward(request, raw)
+
+    async def forward(self, request: web.Request, raw: bytes) -> web.Response:
         async with aiohttp.ClientSession() as session:
             async with session.request(
                 request.method, self.upstream + request.path_qs, data=raw,

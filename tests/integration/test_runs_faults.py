@@ -6,21 +6,20 @@ import asyncio
 import dataclasses
 import datetime as dt
 
-import aiohttp
 from aiohttp import web
 
+from bq_proxy import FaultProxy
 
 
-class FlakyProxy:
+
+class FlakyProxy(FaultProxy):
     """A reverse proxy in front of local-bigquery that fails the first ``failures`` requests with
     503 or a dropped connection: BigQuery unreachable, at the HTTP boundary, real client inside."""
 
     def __init__(self, upstream: str, failures: int) -> None:
-        self.upstream = upstream
+        super().__init__(upstream)
         self.failures = failures
         self.seen = 0
-        self.runner: web.AppRunner | None = None
-        self.url = ""
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         self.seen += 1
@@ -30,27 +29,7 @@ class FlakyProxy:
                 return web.Response(status=503, text="backend unavailable")
             request.transport.close()  # a dropped connection
             return web.Response(status=503)
-        async with aiohttp.ClientSession() as session:
-            async with session.request(
-                request.method, self.upstream + request.path_qs, data=await request.read(),
-                headers={k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")},
-            ) as upstream:
-                body = await upstream.read()
-                return web.Response(status=upstream.status, body=body, content_type=upstream.content_type)
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self.handle)
-        self.runner = web.AppRunner(app)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}"
-
-    async def stop(self) -> None:
-        if self.runner is not None:
-            await self.runner.cleanup()
+        return await self.forward(request, await request.read())
 
 
 async def test_bigquery_unreachable_for_a_while_nothing_fails_nothing_duplicates(client, runtime, local_stack) -> None:

@@ -35,6 +35,7 @@ from maestro.events.runs import (
 )
 from maestro.events.store import ANY_VERSION, NO_STREAM, EventStore
 from maestro.handlers.runs.executor import Jobs, JobExecutor, Outcome, failure
+from maestro.handlers.runs.journal import ACTOR, append_through_blips, metadata, through_blips
 from maestro.handlers.runs.recovery import load_run, recover
 from maestro.handlers.runs.state import TERMINAL, UPSTREAM_BAD, RunnerConfig, RunState, TableState
 from maestro.health import Health
@@ -42,7 +43,6 @@ from maestro.health import Health
 __all__ = ["Jobs", "Runner", "RunnerConfig"]
 
 log = logging.getLogger(__name__)
-ACTOR = "system:runner"
 COMPONENT = "runner"
 _FOLLOWED = ["RunPlanned", "RunCancelRequested", "RunRetryRequested"]
 
@@ -421,64 +421,21 @@ class Runner:
 
     # ------------------------------------------------------------------ plumbing
     def _metadata(self, stream: str, event: Any) -> Metadata:
-        """Who and why: the runner, within the run's correlation, caused by the run's plan (a job's
-        first event) or by the job's own plan (everything after it)."""
         run_id = getattr(event, "run_id", None)
         run = self.runs.get(run_id) if run_id else None
-        if stream.startswith("job-") and not isinstance(event, (JobPlanned, JobSkipped)):
-            causation = f"{stream}@1"
-        else:
-            causation = f"run-{run_id}@1" if run_id else None
-        if run is not None and run.correlation_id:
-            return Metadata(actor=ACTOR, correlation_id=run.correlation_id, causation_id=causation)
-        return Metadata(actor=ACTOR, causation_id=causation)
+        return metadata(stream, event, run.correlation_id if run is not None else None)
 
     async def _append(
         self, stream: str, expected: int, event: Any, *, conflict_ok: bool = False, once: bool = False,
     ) -> None:
-        """Append, waiting out a database blip. After a blip the first try may have landed
-        without our knowing: a conflict on the retry means it did. ``once``: the stream takes
-        this event type once (a job's outcome); if it already holds one, nothing is appended."""
-        retried = False
-        delay = 0.2
-        while True:
-            try:
-                if once and await self._has_outcome(stream):
-                    return
-                await self.store.append(stream, expected, [event], self._metadata(stream, event))
-                return
-            except ConcurrencyConflict:
-                if conflict_ok or retried:
-                    return
-                raise
-            except Exception as exc:
-                if not database_unavailable(exc) or self._stop.is_set():
-                    raise
-                retried = True
-                self.health.down(COMPONENT, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-
-    async def _has_outcome(self, stream: str) -> bool:
-        # A job's outcome is its last event: JobPlanned is version 1, JobSubmitted version 2.
-        return bool(await self.pool.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM events WHERE stream_id = $1 AND type = ANY($2))",
-            stream, ["JobSucceeded", "JobFailed", "JobCancelled"],
-        ))
+        await append_through_blips(
+            self.store, stream, expected, event, self._metadata(stream, event),
+            conflict_ok=conflict_ok, once=once, stopping=self._stop.is_set,
+            down=lambda exc: self.health.down(COMPONENT, exc),
+        )
 
     async def _db(self, call) -> Any:
-        """A read of our own database, waiting out a blip (the follow loop restarts us after a
-        longer outage)."""
-        delay = 0.2
-        while True:
-            try:
-                return await call()
-            except Exception as exc:
-                if not database_unavailable(exc) or self._stop.is_set():
-                    raise
-                self.health.down(COMPONENT, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        return await through_blips(call, stopping=self._stop.is_set, down=lambda exc: self.health.down(COMPONENT, exc))
 
     def _spawn(self, coro, run: RunState | None, table: TableState | None, slot: _Slot) -> None:
         task = asyncio.get_running_loop().create_task(self._guarded(coro, run, table, slot))
