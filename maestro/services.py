@@ -60,7 +60,9 @@ class Services:
             self.stack, self.owns_stack = conn.stack, True
         self.bigquery.use(conn.client, location=conn.location)
         self.storage, self.signer = conn.storage, conn.signer
-        self.runner.config = dataclasses.replace(self.runner.config, bucket=conn.bucket)
+        self.runner.config = dataclasses.replace(
+            self.runner.config, bucket=conn.bucket, server_wait=_server_wait(self.runtime.settings, conn.target)
+        )
         self.runner.forget_datasets()
         self.runtime.runs.project = conn.project
         self.target = conn.target
@@ -77,40 +79,65 @@ class Services:
         health = self.runtime.health
         delay = self.leader.retry
         while True:
-            if not await self.leader.try_acquire():
-                if self.leader.last_error is not None:
-                    health.down(RUNNER, "cannot reach PostgreSQL for the leader lock (see the server log)")
-                else:
-                    health.set(RUNNER, "standby", "another replica runs the jobs")
-                await asyncio.sleep(self.leader.retry)
-                continue
-            self.is_leader = True
-            log.info("this process runs BigQuery jobs (runner leader)")
             try:
-                await self.runner.start()
-            except Exception as exc:
-                log.warning("runner could not start; retrying", extra={"error": str(exc)})
+                delay = await self._lead_once(delay)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # never a silent end of leadership
+                log.exception("runner leadership loop failed; retrying")
                 health.down(RUNNER, exc)
-                await self._step_down()
+                with contextlib.suppress(Exception):
+                    await self._step_down()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
-                continue
-            delay = self.leader.retry
-            watch = asyncio.ensure_future(self.leader.watch())
-            broken = asyncio.ensure_future(self.runner.broken.wait())
-            try:
-                await asyncio.wait({watch, broken}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for task in (watch, broken):
-                    task.cancel()
-            why = watch.result() if watch.done() and not watch.cancelled() else "the runner lost the database"
-            log.error("runner stopped: leadership lost or database gone; re-taking it",
-                      extra={"reason": why})
-            health.down(RUNNER, why)
-            await self._step_down()
-            # Give another replica the first chance at the lock: it may be the one that can reach
-            # the database (and a replica whose lock was taken from it should not grab it back).
+
+    async def _lead_once(self, delay: float) -> float:
+        """One term: acquire, start (watched), run until the lock or the database is lost, step
+        down. Returns the delay before the next attempt."""
+        health = self.runtime.health
+        if not await self.leader.try_acquire():
+            if self.leader.last_error is not None:
+                health.down(RUNNER, "cannot reach PostgreSQL for the leader lock (see the server log)")
+            else:
+                health.set(RUNNER, "standby", "another replica runs the jobs")
             await asyncio.sleep(self.leader.retry)
+            return delay
+        self.is_leader = True
+        log.info("this process runs BigQuery jobs (runner leader)")
+        # Watched from the first moment: recovery already re-attaches jobs.
+        watch = asyncio.ensure_future(self.leader.watch())
+        start = asyncio.ensure_future(self.runner.start())
+        try:
+            await asyncio.wait({watch, start}, return_when=asyncio.FIRST_COMPLETED)
+            if start.done() and start.exception() is not None:
+                raise start.exception()  # type: ignore[misc]
+            if not start.done():  # the lock went during recovery
+                start.cancel()
+                await asyncio.gather(start, return_exceptions=True)
+            else:
+                broken = asyncio.ensure_future(self.runner.broken.wait())
+                try:
+                    await asyncio.wait({watch, broken}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    broken.cancel()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("runner could not start; retrying", extra={"error": str(exc)})
+            health.down(RUNNER, exc)
+            await self._step_down()
+            await asyncio.sleep(delay)
+            return min(delay * 2, 30.0)
+        finally:
+            watch.cancel()
+        why = watch.result() if watch.done() and not watch.cancelled() else "the runner lost the database"
+        log.error("runner stopped: leadership lost or database gone; re-taking it", extra={"reason": why})
+        health.down(RUNNER, why)
+        await self._step_down()
+        # Give another replica the first chance at the lock: it may be the one that can reach
+        # the database (and a replica whose lock was taken from it should not grab it back).
+        await asyncio.sleep(self.leader.retry)
+        return self.leader.retry
 
     async def _step_down(self) -> None:
         await self.runner.stop()
@@ -146,6 +173,14 @@ class _Connection:
     location: str | None
     target: str
     stack: localstack.LocalStack | None
+
+
+def _server_wait(settings: Any, target: str) -> bool:
+    """Server-side waits for Google; polling for local-bigquery, which answers them late when busy
+    (docs/benchmarks.md)."""
+    if settings.job_wait != "auto":
+        return settings.job_wait == "server"
+    return target != "local"
 
 
 async def _connect(runtime: Runtime, stack: localstack.LocalStack | None) -> _Connection:
@@ -191,12 +226,14 @@ async def start_services(runtime: Runtime, *, stack: localstack.LocalStack | Non
     runtime.runs.project = conn.project
     services: Services
 
-    async def files(uris: list[str]) -> list[str]:
-        return await expand_extract_uris(services.storage, uris)
+    async def files(uris: list[str], counts: list[int] | None = None) -> list[str]:
+        # With the job's file counts: only the files this extract wrote, not an earlier attempt's.
+        return await expand_extract_uris(services.storage, uris, file_counts=counts)
 
     runner = Runner(
         runtime.store, jobs, job_id_for,
-        RunnerConfig(workers=settings.workers, bucket=conn.bucket, job_timeout=settings.job_timeout),
+        RunnerConfig(workers=settings.workers, bucket=conn.bucket, job_timeout=settings.job_timeout,
+                     server_wait=_server_wait(settings, conn.target)),
         extract_files=files,
         ensure_dataset=jobs.ensure_dataset,
         health=runtime.health,

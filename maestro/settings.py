@@ -58,6 +58,11 @@ class Settings(BaseSettings):
     job_timeout: float = Field(
         default=6 * 3600.0, gt=0, description="seconds after its plan a job is cancelled and failed (timeout)"
     )
+    job_wait: Literal["auto", "server", "poll"] = Field(
+        default="auto",
+        description="how finished jobs are noticed: server-side waits (Google), polling every <= 1 s "
+        "(the local stack, whose waits answer late), or auto: by where BigQuery is",
+    )
     leader_check: float = Field(
         default=1.0, gt=0, description="seconds between the runner leader's checks of its lock"
     )

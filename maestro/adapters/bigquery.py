@@ -407,7 +407,11 @@ async def expand_extract_uris(
             found.extend(f"gs://{bucket}/{name}" for name in names)
         return found
 
-    return await asyncio.to_thread(expand)
+    def translated() -> list[str]:
+        with _translated():  # a storage blip is retryable like a BigQuery one
+            return expand()
+
+    return await asyncio.to_thread(translated)
 
 
 def _split_gs_uri(uri: str) -> tuple[str, str]:

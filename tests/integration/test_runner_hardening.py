@@ -59,7 +59,7 @@ class Forever(ScriptedBigQuery):
 
 async def test_a_job_past_its_deadline_is_cancelled_and_fails_with_timeout(runtime) -> None:
     freq, ids = await _catalog(runtime, "slow", {"t": [], "after": ["t"]})
-    bigquery = Forever()
+    bigquery = Forever(billed=5)
     runner = Runner(runtime.store, bigquery, job_id_for, RunnerConfig(workers=4, poll_initial=0.01, job_timeout=0.5))
     await runner.start()
     try:
@@ -71,6 +71,8 @@ async def test_a_job_past_its_deadline_is_cancelled_and_fails_with_timeout(runti
     failed = [j for j in jobs if j["type"] == "JobFailed"]
     assert [(j["table_id"], j["reason"], j["retryable"]) for j in failed] == [(ids["t"], "timeout", "false")]
     assert bigquery.cancelled == [failed[0]["job_id"]]
+    await runtime.projections.catch_up("costs")  # what it billed before the cancel counts
+    assert await runtime.pool.fetchval("SELECT bytes_billed FROM cost_jobs WHERE table_id = $1", ids["t"]) == 5
     skipped = [j for j in jobs if j["type"] == "JobSkipped"]
     assert [(j["table_id"], j["reason"]) for j in skipped] == [(ids["after"], "upstream_failed")]
 
@@ -80,7 +82,7 @@ async def test_a_failure_listing_extract_files_fails_the_table_and_ends_the_run(
     await runtime.catalog.create_table(TableSpec(
         dataset="xf", name="t", query="SELECT 1 AS x", frequency_id=freq, extract=ExtractSettings()), ME)
 
-    async def files(_uris):
+    async def files(_uris, _counts):
         raise RuntimeError("GCS listing refused")
 
     runner = Runner(runtime.store, ScriptedBigQuery(), job_id_for, FAST, extract_files=files)
@@ -250,3 +252,178 @@ async def test_a_run_plan_that_commits_late_with_a_lower_position_is_executed(ru
         assert await _finished(runtime, run_id, timeout=20) == "succeeded"
     finally:
         await runner.stop()
+
+
+async def test_a_retried_run_records_its_skips_again(runtime) -> None:
+    freq, ids = await _catalog(runtime, "rskip", {"bad": [], "child": ["bad"]})
+    runner = Runner(runtime.store, ScriptedBigQuery(failing=frozenset({"maestro-local.rskip.bad"})), job_id_for, FAST)
+    await runner.start()
+    try:
+        run_id, _ = await runtime.runs.plan_frequency(freq, slot=None, trigger="manual", actor=ME)
+        assert await _finished(runtime, run_id) == "failed"
+        await runtime.runs.retry(run_id, ME)
+        assert await _finished(runtime, run_id) == "failed"
+    finally:
+        await runner.stop()
+    # Before: the second skip reused the first one's stream and was dropped; the child stayed pending.
+    assert await runtime.pool.fetchval(
+        "SELECT state FROM run_tables WHERE run_id = $1 AND table_id = $2", run_id, ids["child"]) == "skipped"
+    skips = [j for j in await _job_events(runtime, run_id) if j["type"] == "JobSkipped"]
+    assert len(skips) == 2 and len({j["job_id"] for j in skips}) == 2
+
+
+async def test_a_recovered_job_bigquery_does_not_know_is_inserted_once_and_not_failed(runtime) -> None:
+    from maestro.events.runs import JobConfig, JobPlanned, JobSubmitted
+    from maestro.events.store import NO_STREAM
+
+    freq, ids = await _catalog(runtime, "lost", {"t": []})
+    run_id, _ = await runtime.runs.plan_frequency(freq, slot=None, trigger="manual", actor=ME)
+    cfg = await runtime.pool.fetchval("SELECT config::text FROM run_tables WHERE run_id = $1", run_id)
+    job_id = job_id_for(run_id, ids["t"], 1)
+    await runtime.store.append(f"job-{job_id}", NO_STREAM, [JobPlanned(
+        job_id=job_id, run_id=run_id, table_id=ids["t"], config=JobConfig.model_validate_json(cfg))], ME)
+    await runtime.store.append(f"job-{job_id}", 1, [JobSubmitted(job_id=job_id, run_id=run_id)], ME)
+    bigquery = ScriptedBigQuery()  # answers 404 (None) for it: just after a 409, say
+    runner = Runner(runtime.store, bigquery, job_id_for, FAST)
+    await runner.start()
+    try:
+        assert await _finished(runtime, run_id) == "succeeded"  # before: failed 'internal' (a conflict)
+    finally:
+        await runner.stop()
+    assert bigquery.inserts == [job_id]
+    assert (await _events(runtime, f"job-{job_id}")) == ["JobPlanned", "JobSubmitted", "JobSucceeded"]
+
+
+class RefusesGet(ScriptedBigQuery):
+    """Accepts the insert, then refuses every jobs.get with 403; records cancels."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cancelled: list[str] = []
+
+    async def submit(self, job_id, config) -> bool:
+        self.inserts.append(job_id)
+        self.jobs[job_id] = JobState(job_id, "RUNNING", None, JobStatistics(total_bytes_billed=7), [])
+        return True
+
+    async def get(self, job_id, *, project=None):
+        from maestro.errors import BigQueryError
+
+        if job_id in self.cancelled:
+            return self.jobs[job_id]
+        raise BigQueryError("accessDenied", "Access Denied: jobs.get", retryable=False)
+
+    async def cancel(self, job_id, *, project=None) -> None:
+        self.cancelled.append(job_id)
+
+
+async def test_a_job_refused_after_its_insert_is_cancelled_and_its_bytes_kept(runtime) -> None:
+    freq, ids = await _catalog(runtime, "refget", {"t": []})
+    bigquery = RefusesGet()
+    runner = Runner(runtime.store, bigquery, job_id_for, FAST)
+    await runner.start()
+    try:
+        run_id, _ = await runtime.runs.plan_frequency(freq, slot=None, trigger="manual", actor=ME)
+        assert await _finished(runtime, run_id) == "failed"
+    finally:
+        await runner.stop()
+    assert bigquery.cancelled == bigquery.inserts  # before: left running in BigQuery, unwatched
+    failed = [j for j in await _job_events(runtime, run_id) if j["type"] == "JobFailed"]
+    assert [j["reason"] for j in failed] == ["accessDenied"]
+    assert await runtime.pool.fetchval(
+        "SELECT (statistics->>'total_bytes_billed')::int FROM jobs WHERE run_id = $1", run_id) == 7
+
+
+class WaitsFail(Forever):
+    """Server-side waits always fail (a rate limit); the job ends after ``seconds``."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+        self.waits = 0
+        self.started: dict[str, float] = {}
+
+    async def submit(self, job_id, config) -> bool:
+        import time
+
+        self.started[job_id] = time.monotonic()
+        return await super().submit(job_id, config)
+
+    async def wait(self, job_id, *, project=None, timeout):
+        from maestro.errors import BigQueryError
+
+        self.waits += 1
+        raise BigQueryError("rateLimitExceeded", "Exceeded rate limits", retryable=True)
+
+    async def get(self, job_id, *, project=None):
+        import time
+
+        self.gets.append(job_id)
+        if time.monotonic() - self.started[job_id] > self.seconds:
+            return JobState(job_id, "DONE", None, JobStatistics(), [])
+        return self.jobs[job_id]
+
+
+async def test_failing_waits_fall_back_to_polling_with_backoff(runtime) -> None:
+    freq, _ = await _catalog(runtime, "wf", {"t": []})
+    bigquery = WaitsFail(seconds=1.5)
+    runner = Runner(runtime.store, bigquery, job_id_for, RunnerConfig(poll_initial=0.01, wait_after=0.0))
+    await runner.start()
+    try:
+        run_id, _ = await runtime.runs.plan_frequency(freq, slot=None, trigger="manual", actor=ME)
+        assert await _finished(runtime, run_id) == "succeeded"
+    finally:
+        await runner.stop()
+    assert bigquery.waits + len(bigquery.gets) < 60  # before: tens of thousands in a tight loop
+
+
+async def test_a_cancelled_run_inserts_nothing_more_and_recovery_cancels_what_runs(runtime) -> None:
+    from maestro.events.runs import JobConfig, JobPlanned, JobSubmitted, RunCancelRequested
+    from maestro.events.store import NO_STREAM
+
+    freq, ids = await _catalog(runtime, "rc", {"a": [], "b": []})
+    run_id, _ = await runtime.runs.plan_frequency(freq, slot=None, trigger="manual", actor=ME)
+    cfg = dict(await runtime.pool.fetch("SELECT table_id, config::text FROM run_tables WHERE run_id = $1", run_id))
+    # "a" was inserted and runs; "b" was planned, never sent; then the cancel; then the leader died.
+    jobs = {}
+    for name in ("a", "b"):
+        jobs[name] = job_id_for(run_id, ids[name], 1)
+        await runtime.store.append(f"job-{jobs[name]}", NO_STREAM, [JobPlanned(
+            job_id=jobs[name], run_id=run_id, table_id=ids[name], config=JobConfig.model_validate_json(cfg[ids[name]]))], ME)
+    await runtime.store.append(f"job-{jobs['a']}", 1, [JobSubmitted(job_id=jobs["a"], run_id=run_id)], ME)
+    version = await runtime.store.stream_version(f"run-{run_id}")
+    await runtime.store.append(f"run-{run_id}", version, [RunCancelRequested(run_id=run_id)], ME)
+    bigquery = Forever()
+    bigquery.jobs[jobs["a"]] = JobState(jobs["a"], "RUNNING", None, JobStatistics(), [])
+    runner = Runner(runtime.store, bigquery, job_id_for, FAST)
+    await runner.start()
+    try:
+        assert await _finished(runtime, run_id, timeout=20) == "cancelled"  # before: ran on
+    finally:
+        await runner.stop()
+    assert jobs["a"] in bigquery.cancelled  # (b too: a cancel of a job BigQuery never saw is a no-op)
+    assert bigquery.inserts == []  # "b" is never sent
+
+
+async def test_a_job_planned_long_ago_and_never_sent_gets_its_full_deadline(runtime) -> None:
+    import datetime as dt
+
+    from maestro.events.runs import JobConfig, JobPlanned
+    from maestro.events.store import NO_STREAM
+
+    freq, ids = await _catalog(runtime, "old", {"t": []})
+    run_id, _ = await runtime.runs.plan_frequency(freq, slot=None, trigger="manual", actor=ME)
+    cfg = await runtime.pool.fetchval("SELECT config::text FROM run_tables WHERE run_id = $1", run_id)
+    job_id = job_id_for(run_id, ids["t"], 1)
+    long_ago = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=2)  # the service was down
+    await runtime.store.append(f"job-{job_id}", NO_STREAM, [JobPlanned(
+        job_id=job_id, run_id=run_id, table_id=ids["t"], config=JobConfig.model_validate_json(cfg))], ME,
+        occurred_at=long_ago)
+    bigquery = ScriptedBigQuery()
+    runner = Runner(runtime.store, bigquery, job_id_for, RunnerConfig(poll_initial=0.001, job_timeout=3600))
+    await runner.start()
+    try:
+        assert await _finished(runtime, run_id) == "succeeded"  # before: inserted, then cancelled 'timeout'
+    finally:
+        await runner.stop()
+    assert bigquery.inserts == [job_id]

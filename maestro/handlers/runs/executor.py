@@ -11,13 +11,15 @@ then jobs.get is polled with backoff capped at ``early_poll_max`` for the first 
 seconds, where most jobs end; after that a query job's end is awaited server-side
 (``jobs.getQueryResults`` with ``timeoutMs``, in a bounded pool of waits), so a long job is noticed
 as it ends and costs a call every ``wait_max`` seconds instead of a poll every ``poll_max``.
-Extract jobs, and queries when every wait slot is taken, are polled with backoff
-(docs/benchmarks.md has the figures, and why the emulator answers waits late).
+Extract jobs, and queries when every wait slot is taken, are polled with backoff. Against the
+local stack (``server_wait`` off) polling stays capped at ``early_poll_max``: local-bigquery
+answers a wait long after the job ended when it is busy (docs/benchmarks.md has the figures).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -52,6 +54,26 @@ class JobTimedOut(Exception):
     pass
 
 
+class _NotInserted(Exception):
+    """The run was cancelled before the job was inserted: it never reaches BigQuery."""
+
+
+STATS_TIMEOUT = 30.0  # seconds for the last jobs.get of a job given up on
+
+
+@dataclass
+class _Job:
+    """One job as the executor drives it: what is known of its progress."""
+
+    job_id: str
+    run_id: str | None
+    config: JobConfig
+    submitted: bool  # a JobSubmitted is recorded
+    cancelled: Callable[[], bool]
+    inserted: bool = False  # BigQuery has it (or may have it)
+    deadline: float = 0.0
+
+
 def failure(exc: BaseException, *, reason: str | None = None) -> Outcome:
     """A failed outcome from an exception: BigQuery's reason and retryability when it has them."""
     message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
@@ -70,7 +92,7 @@ class JobExecutor:
         config: RunnerConfig,
         *,
         submitted: Callable[[str, str | None, bool], Awaitable[None]],
-        extract_files: Callable[[list[str]], Awaitable[list[str]]] | None = None,
+        extract_files: Callable[[list[str], list[int] | None], Awaitable[list[str]]] | None = None,
         ensure_dataset: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self.jobs = jobs
@@ -95,76 +117,109 @@ class JobExecutor:
     async def execute(
         self, job_id: str, run_id: str | None, config: JobConfig, *, submitted: bool,
         recovered: bool = False, known: Any = None, planned_at: float | None = None,
+        submitted_at: float | None = None, cancelled: Callable[[], bool] = lambda: False,
     ) -> Outcome:
-        """Drive one job to its end. ``planned_at`` (time.time()) starts its deadline."""
-        deadline = (planned_at or time.time()) + self.config.job_timeout
+        """Drive one job to its end.
+
+        The deadline runs from the insert (``submitted_at`` for a job submitted before a restart;
+        before it, from ``planned_at``): a job planned long ago and never sent is not sent only to
+        be cancelled. ``cancelled()`` says whether the run was cancelled: a job not yet inserted
+        is then never inserted, one just inserted is cancelled at once.
+        """
+        job = _Job(job_id, run_id, config, submitted, cancelled)
+        job.deadline = (submitted_at or planned_at or time.time()) + self.config.job_timeout
         try:
-            state = await self._drive(job_id, run_id, config, submitted, recovered, known, deadline)
+            state = await self._drive(job, recovered, known)
         except JobTimedOut:
-            await self._cancel_quietly(job_id, config.project)
-            return Outcome("failed", reason="timeout", retryable=False, message=(
-                f"the job did not finish within {self.config.job_timeout:.0f} s of being planned; "
-                "it was cancelled"
+            stats = await self._stop_and_measure(job) if job.inserted else None
+            return Outcome("failed", stats, reason="timeout", retryable=False, message=(
+                f"the job did not finish within {self.config.job_timeout:.0f} s; it was cancelled"
+                if job.inserted else
+                f"BigQuery could not be reached to insert the job within {self.config.job_timeout:.0f} s"
             ))
+        except _NotInserted:
+            return Outcome("cancelled", reason="cancelled", message="the run was cancelled before the job started")
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a refusal BigQuery will repeat: the job fails, the run goes on
-            log.warning("job failed before it ran", extra={"job_id": job_id, "error": str(exc)})
-            return failure(exc)
+            log.warning("job failed", extra={"job_id": job_id, "error": str(exc), "inserted": job.inserted})
+            # Refused after its insert (a 403 on jobs.get, say): stop it rather than let it run on
+            # unwatched, and keep what it billed.
+            stats = await self._stop_and_measure(job) if job.inserted else None
+            return dataclasses.replace(failure(exc), statistics=stats)
         if state.error is None:
             files = list(state.destination_uris)
             if config.kind == "extract" and self.extract_files is not None:
+                counts = list(state.statistics.destination_uri_file_counts) or None
                 try:
-                    files = await self._retrying(lambda: self.extract_files(config.destination_uris), deadline)
+                    files = await self._retrying(
+                        lambda: self.extract_files(config.destination_uris, counts), job.deadline
+                    )
                 except asyncio.CancelledError:
                     raise
+                except JobTimedOut:
+                    return Outcome("failed", state.statistics, reason="timeout",
+                                   message="listing the extract's files timed out")
                 except Exception as exc:
-                    return failure(exc, reason="extract_files") if not isinstance(exc, JobTimedOut) else \
-                        Outcome("failed", reason="timeout", message="listing the extract's files timed out")
+                    return dataclasses.replace(failure(exc, reason="extract_files"), statistics=state.statistics)
             return Outcome("succeeded", state.statistics, files=files)
         if state.error.reason == "stopped":
             return Outcome("cancelled", state.statistics, reason="stopped", message=state.error.message)
         err = state.error
         return Outcome("failed", state.statistics, err.reason, err.message, err.retryable)
 
-    async def _drive(
-        self, job_id: str, run_id: str | None, config: JobConfig, submitted: bool, recovered: bool,
-        known: Any, deadline: float,
-    ) -> Any:
+    async def _drive(self, job: _Job, recovered: bool, known: Any) -> Any:
+        config = job.config
         state = None
-        if submitted or recovered:
+        if job.submitted or recovered:
+            job.inserted = job.submitted
             try:
-                state = known if known is not None else await self._get(job_id, config.project, deadline)
+                state = known if known is not None else await self._get(job)
             finally:
                 self.unattached -= 1
                 if self.unattached <= 0:
                     self.attached.set()
-            if state is not None and not submitted:
-                await self._submitted(job_id, run_id, True)
-            elif state is None:
+            if state is not None:
+                job.inserted = True
+                if not job.submitted:
+                    await self._submitted(job.job_id, job.run_id, True)
+                    job.submitted = True
+            else:
                 await self.attached.wait()
         if state is None:
-            await self._ensure_destination(config, deadline)
-            adopted, state = await self._retrying(lambda: self._submit(job_id, config), deadline)
-            await self._submitted(job_id, run_id, adopted)
+            await self._ensure_destination(config, job.deadline)
+            if job.cancelled():
+                raise _NotInserted()
+            adopted, state = await self._retrying(lambda: self._submit(job.job_id, config), job.deadline)
+            job.inserted = True
+            job.deadline = time.time() + self.config.job_timeout
+            if not job.submitted:  # a recovered job BigQuery answered 404 for is recorded already
+                await self._submitted(job.job_id, job.run_id, adopted)
+                job.submitted = True
+            if job.cancelled():
+                await self._cancel_quietly(job)
         delay = self.config.poll_initial
         started = time.monotonic()
         while state is None or state.state != "DONE":
-            if time.time() >= deadline:
-                raise JobTimedOut(job_id)
+            if time.time() >= job.deadline:
+                raise JobTimedOut(job.job_id)
             # Most jobs end within seconds: poll those as before (cheap calls, quick notice),
             # then wait server-side for the long ones instead of polling every poll_max seconds.
             early = time.monotonic() - started < self.config.wait_after
-            waited = await self._wait(job_id, config, deadline) if config.kind == "query" and not early else None
-            if waited is None or (waited is False and self._waits_short):
-                await asyncio.sleep(min(delay, max(deadline - time.time(), 0.0)))
-                cap = min(self.config.poll_max, self.config.early_poll_max) if early else self.config.poll_max
+            server_wait = self.config.server_wait and config.kind == "query"
+            waited = await self._wait(job) if server_wait and not early else None
+            if waited is None:
+                await asyncio.sleep(min(delay, max(job.deadline - time.time(), 0.0)))
+                # Without server-side waits, polling stays at early_poll_max: a finished parent
+                # is noticed within about a second.
+                fast = early or not self.config.server_wait
+                cap = min(self.config.poll_max, self.config.early_poll_max) if fast else self.config.poll_max
                 delay = min(delay * 1.5, cap)
-            if waited is False:
+            elif waited is False:
                 continue  # BigQuery says it is still running: no need to ask again for its state
-            state = await self._get(job_id, config.project, deadline)
+            state = await self._get(job)
             if state is None:  # BigQuery lost it (should not happen): submit under the same id
-                await self._retrying(lambda: self.jobs.submit(job_id, config), deadline)
+                await self._retrying(lambda: self.jobs.submit(job.job_id, config), job.deadline)
         return state
 
     async def _submit(self, job_id: str, config: JobConfig) -> tuple[bool, Any]:
@@ -174,29 +229,27 @@ class JobExecutor:
             return await submit_state(job_id, config)
         return not await self.jobs.submit(job_id, config), None
 
-    _waits_short = False  # set when the server returned an unfinished wait early (see _wait)
-
-    async def _wait(self, job_id: str, config: JobConfig, deadline: float) -> bool | None:
-        """Wait server-side for the job's end: True done (or unknown: ask its state), False still
-        running, None when no wait is possible (poll instead)."""
+    async def _wait(self, job: _Job) -> bool | None:
+        """Wait server-side for the job's end: True when it ended (ask its state), False when it
+        still runs, None when no wait is possible or it failed (poll with backoff instead)."""
         wait = getattr(self.jobs, "wait", None)
         if wait is None:
             return None
-        timeout = min(self.config.wait_max, deadline - time.time())
+        timeout = min(self.config.wait_max, job.deadline - time.time())
         if timeout <= 0.05:
             return None
         t0 = time.monotonic()
         try:
-            done = await wait(job_id, project=config.project, timeout=timeout)
+            done = await wait(job.job_id, project=job.config.project, timeout=timeout)
         except asyncio.CancelledError:
             raise
-        except Exception:  # the state call that follows says what happened
-            return True
+        except Exception:  # a rate limit, say: never a tight loop of waits and gets
+            return None
         if done is None:
             return None  # every wait slot is busy
         self.calls += 1
-        # A server that ignores timeoutMs would make this loop spin: poll with backoff then.
-        self._waits_short = not done and time.monotonic() - t0 < timeout / 4
+        if not done and time.monotonic() - t0 < timeout / 4:
+            return None  # a server that ignores timeoutMs would make this loop spin: poll then
         return done
 
     async def _ensure_destination(self, config: JobConfig, deadline: float) -> None:
@@ -210,16 +263,25 @@ class JobExecutor:
                 await self._retrying(lambda: self.ensure_dataset(dataset), deadline)
                 self._datasets.add(dataset)
 
-    async def _get(self, job_id: str, project: str, deadline: float) -> Any:
+    async def _get(self, job: _Job) -> Any:
         # The job's own project, from its snapshot: the configured project may change while it runs.
         self.calls += 1
-        return await self._retrying(lambda: self.jobs.get(job_id, project=project), deadline)
+        return await self._retrying(lambda: self.jobs.get(job.job_id, project=job.config.project), job.deadline)
 
-    async def _cancel_quietly(self, job_id: str, project: str) -> None:
+    async def _cancel_quietly(self, job: _Job) -> None:
         try:
-            await self.jobs.cancel(job_id, project=project)
+            await self.jobs.cancel(job.job_id, project=job.config.project)
         except Exception as exc:
-            log.warning("could not cancel a timed-out job", extra={"job_id": job_id, "error": str(exc)})
+            log.warning("could not cancel a job", extra={"job_id": job.job_id, "error": str(exc)})
+
+    async def _stop_and_measure(self, job: _Job) -> JobStatistics | None:
+        """Cancel a job we give up on, and what it billed so far (for costs), best effort."""
+        await self._cancel_quietly(job)
+        try:
+            state = await asyncio.wait_for(self.jobs.get(job.job_id, project=job.config.project), STATS_TIMEOUT)
+        except Exception:
+            return None
+        return state.statistics if state is not None else None
 
     async def _retrying(self, call: Callable[[], Awaitable[Any]], deadline: float) -> Any:
         """BigQuery unreachable: keep trying with backoff until the job's deadline; nothing is

@@ -15,7 +15,7 @@ from typing import Any
 from maestro.errors import ConcurrencyConflict, database_unavailable
 from maestro.events.model import Metadata
 from maestro.events.runs import JobPlanned, JobSkipped
-from maestro.events.store import EventStore
+from maestro.events.store import NO_STREAM, EventStore
 
 ACTOR = "system:runner"
 OUTCOMES = ["JobSucceeded", "JobFailed", "JobCancelled"]
@@ -65,12 +65,21 @@ async def append_through_blips(
     async def attempt() -> None:
         nonlocal retried
         try:
-            if once and await store.pool.fetchval(
-                "SELECT EXISTS (SELECT 1 FROM events WHERE stream_id = $1 AND type = ANY($2))", stream, OUTCOMES
-            ):
+            if once:
+                # Read the version with the check and append at it: two writers racing to record
+                # the same job's outcome conflict instead of both landing.
+                row = await store.pool.fetchrow(
+                    "SELECT max(version) AS version, bool_or(type = ANY($2)) AS done FROM events "
+                    "WHERE stream_id = $1", stream, OUTCOMES,
+                )
+                if row["done"]:
+                    return
+                await store.append(stream, row["version"] if row["version"] is not None else NO_STREAM, [event], meta)
                 return
             await store.append(stream, expected, [event], meta)
         except ConcurrencyConflict:
+            if once:
+                return await attempt()  # look again: someone recorded something meanwhile
             if not (conflict_ok or retried):
                 raise
         except Exception as exc:

@@ -34,7 +34,7 @@ async def recover(runner: Runner) -> None:
     for row in await pool.fetch("SELECT run_id FROM runs WHERE status = 'running'"):
         await load_run(runner, row["run_id"])
     unfinished = await pool.fetch(
-        "SELECT job_id, run_id, table_id, attempt, config::text, state, planned_at FROM jobs "
+        "SELECT job_id, run_id, table_id, attempt, config::text, state, planned_at, submitted_at FROM jobs "
         "WHERE state IN ('planned', 'submitted')"
     )
     listed = await _list_states(runner, min((j["planned_at"] for j in unfinished), default=None))
@@ -53,10 +53,14 @@ async def recover(runner: Runner) -> None:
         runner.spawn_job(
             job["job_id"], run, table, config, submitted=job["state"] == "submitted", recovered=True,
             known=listed.get(job["job_id"]), planned_at=job["planned_at"].timestamp(), table_id=job["table_id"],
+            submitted_at=job["submitted_at"].timestamp() if job["submitted_at"] else None,
         )
     for run in list(runner.runs.values()):
         await _resume_extracts(runner, run)
-        await runner.advance(run)
+        if run.cancel_requested:  # the old leader may have died before cancelling its jobs
+            await runner.cancel(run)
+        else:
+            await runner.advance(run)
     log.info("runner recovered", extra={"runs": len(runner.runs), "jobs_reattached": len(unfinished)})
 
 
@@ -105,6 +109,9 @@ async def load_run(runner: Runner, run_id: str) -> RunState | None:
             if job is not None and job["retryable"] and job["kind"] == "query" and t.may_retry():
                 t.state = "pending"
     run = RunState(run_id, tables, run_row["workers"], run_row["cancel_requested"])
+    run.round = await pool.fetchval(
+        "SELECT count(*) FROM events WHERE stream_id = $1 AND type = 'RunRetryRequested'", f"run-{run_id}"
+    )
     run.correlation_id = await pool.fetchval(
         "SELECT metadata->>'correlation_id' FROM events WHERE stream_id = $1 AND version = 1",
         f"run-{run_id}",

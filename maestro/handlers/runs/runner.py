@@ -45,6 +45,7 @@ __all__ = ["Jobs", "Runner", "RunnerConfig"]
 log = logging.getLogger(__name__)
 COMPONENT = "runner"
 _FOLLOWED = ["RunPlanned", "RunCancelRequested", "RunRetryRequested"]
+STOP_TIMEOUT = 10.0
 
 
 class _Slot:
@@ -137,9 +138,11 @@ class Runner:
         tasks = [t for t in (self._main, *self._tasks) if t is not None]
         for t in tasks:
             t.cancel()
-        for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        if tasks:
+            # Bounded: a task stuck in a driver call on a dead network must not hold the fence.
+            _, pending = await asyncio.wait(tasks, timeout=STOP_TIMEOUT)
+            if pending:
+                log.warning("runner tasks still stopping", extra={"tasks": len(pending)})
         self._tasks.clear()
         self._main = None
         # Memory is rebuilt from the log at the next start.
@@ -188,13 +191,18 @@ class Runner:
                     if run is not None:
                         await self.advance(run)
             elif event.type == "RunCancelRequested" and run_id in self.runs:
-                await self._cancel(self.runs[run_id])
+                await self.cancel(self.runs[run_id])
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             if database_unavailable(exc):
                 raise
-            log.exception("runner failed to handle event", extra={"run_id": run_id, "type": event.type})
+            # Memory may now disagree with the log: start over from it rather than leave the
+            # run hanging (the supervisor restarts the runner, which recovers).
+            log.exception("runner failed to handle event; restarting from the log",
+                          extra={"run_id": run_id, "type": event.type})
+            self.health.down(COMPONENT, exc)
+            self.broken.set()
 
     # ------------------------------------------------------------------ deciding
     async def advance(self, run: RunState) -> None:
@@ -273,10 +281,20 @@ class Runner:
             await self._skip(run, table, "table_deleted", "the table was deleted after the run was planned")
             await self.advance(run)
             return
-        await self._append(f"job-{job_id}", NO_STREAM, JobPlanned(
-            job_id=job_id, run_id=run.run_id, table_id=table.table_id, attempt=table.attempt,
-            config=table.config, owner_id=table.owner_id, group_id=table.group_id,
-        ))
+        try:
+            await self._append(f"job-{job_id}", NO_STREAM, JobPlanned(
+                job_id=job_id, run_id=run.run_id, table_id=table.table_id, attempt=table.attempt,
+                config=table.config, owner_id=table.owner_id, group_id=table.group_id,
+            ))
+        except ConcurrencyConflict:
+            # Planned already: by a leader that lost its lock a moment ago. Re-attach to it as
+            # recovery would (looked up first, inserted only if BigQuery never saw it).
+            submitted = await self._db(lambda: self.pool.fetchval(
+                "SELECT state <> 'planned' FROM jobs WHERE job_id = $1", job_id))
+            self.executor.unattached += 1
+            await self._run_job(job_id, run, table, table.table_id, table.config, slot,
+                                submitted=bool(submitted), recovered=True)
+            return
         await self._run_job(job_id, run, table, table.table_id, table.config, slot, submitted=False)
 
     async def plan_extract(self, run: RunState, table: TableState) -> None:
@@ -296,34 +314,35 @@ class Runner:
         attempt = max(table.attempt, 1)
         job_id = self.job_id_for(run.run_id, table.table_id, attempt, "extract")
         table.job_id = job_id
-        slot = _Slot(self, run)
         await self._append(f"job-{job_id}", NO_STREAM, JobPlanned(
             job_id=job_id, run_id=run.run_id, table_id=table.table_id, attempt=attempt, config=config,
             owner_id=table.owner_id, group_id=table.group_id,
         ))
+        slot = _Slot(self, run)  # after the plan: a failed append holds no slot
         self._spawn(self._run_job(job_id, run, table, table.table_id, config, slot, submitted=False), run, table, slot)
 
     def spawn_job(
         self, job_id: str, run: RunState | None, table: TableState | None, config: JobConfig, *,
         submitted: bool, table_id: str, recovered: bool = False, known: Any = None,
-        planned_at: float | None = None,
+        planned_at: float | None = None, submitted_at: float | None = None,
     ) -> None:
         """Execute (re-attach) a job already planned, in its own task holding a worker slot."""
         slot = _Slot(self, run if table is not None else None)
         self._spawn(self._run_job(
             job_id, run, table, table_id, config, slot, submitted=submitted, recovered=recovered,
-            known=known, planned_at=planned_at,
+            known=known, planned_at=planned_at, submitted_at=submitted_at,
         ), run, table, slot)
 
     async def _run_job(
         self, job_id: str, run: RunState | None, table: TableState | None, table_id: str,
         config: JobConfig, slot: _Slot, *, submitted: bool, recovered: bool = False, known: Any = None,
-        planned_at: float | None = None,
+        planned_at: float | None = None, submitted_at: float | None = None,
     ) -> None:
         run_id = run.run_id if run is not None else None
         outcome = await self.executor.execute(
             job_id, run_id, config, submitted=submitted, recovered=recovered, known=known,
-            planned_at=planned_at,
+            planned_at=planned_at, submitted_at=submitted_at,
+            cancelled=(lambda: run.cancel_requested) if run is not None else (lambda: False),
         )
         await self._record(job_id, run, table, table_id, config, outcome, slot)
 
@@ -343,7 +362,9 @@ class Runner:
             ), once=True)
             slot.release()
             if run is not None and table is not None:
-                if config.kind == "query" and table.extract:
+                if config.kind == "query" and table.extract and run.cancel_requested:
+                    await self._skip(run, table, "cancelled", "the run was cancelled before the extract")
+                elif config.kind == "query" and table.extract:
                     table.state = "extracting"
                     await self.plan_extract(run, table)
                 else:
@@ -375,12 +396,14 @@ class Runner:
     # ------------------------------------------------------------------ endings
     async def _skip(self, run: RunState, table: TableState, reason: str, detail: str) -> None:
         run.moved(table, "skipped" if reason != "cancelled" else "cancelled")
-        job_id = self.job_id_for(run.run_id, table.table_id, max(table.attempt, 1), "skip")
+        # A retried run may skip the same table again: one skip per round of the run.
+        kind = "skip" if run.round == 0 else f"skip{run.round}"
+        job_id = self.job_id_for(run.run_id, table.table_id, max(table.attempt, 1), kind)
         await self._append(f"job-{job_id}", NO_STREAM, JobSkipped(
             job_id=job_id, run_id=run.run_id, table_id=table.table_id, reason=reason, detail=detail,  # type: ignore[arg-type]
         ), conflict_ok=True)
 
-    async def _cancel(self, run: RunState) -> None:
+    async def cancel(self, run: RunState) -> None:
         run.cancel_requested = True
         for t in run.tables.values():
             if t.state in ("running", "extracting") and t.job_id is not None:
@@ -410,10 +433,13 @@ class Runner:
             else:
                 status = "cancelled" if cancelled else "failed"
             event = RunFinished(run_id=run.run_id, status=status, counts=counts)  # type: ignore[arg-type]
+            expected = events[-1].version if events else NO_STREAM
             try:
-                await self._append(stream, events[-1].version if events else NO_STREAM, event)
+                # Not through _append: after a blip, a conflict here may be a cancel that landed,
+                # not our own first try. Reading the stream again tells which.
+                await self._db(lambda: self.store.append(stream, expected, [event], self._metadata(stream, event)))
             except ConcurrencyConflict:
-                continue  # something landed in between (a cancel): look again
+                continue  # something landed in between: look again
             log.info("run finished", extra={"run_id": run.run_id, "status": status, "counts": counts})
             break
         self.runs.pop(run.run_id, None)
@@ -458,8 +484,13 @@ class Runner:
                 return
             log.exception("runner task failed; failing its job")
             slot.release()
-            if run is None or table is None or table.state not in ("running", "extracting"):
+            if run is None or table is None:
                 self._dispatch()
+                return
+            if table.state not in ("running", "extracting"):
+                # It failed deciding what follows, not running a job: start over from the log.
+                self.health.down(COMPONENT, exc)
+                self.broken.set()
                 return
             outcome = failure(exc)
             if table.job_id is not None:

@@ -54,6 +54,7 @@ class RunState:
     changed: list[str] = field(default_factory=list)  # table ids whose state moved, to propagate
     rescan: bool = True  # look at every pending table (after loading, a retry, a cancel)
     finishing: bool = False
+    round: int = 0  # how many times the run was retried: skips are recorded once per round
     # Set once the run's RunFinished is recorded and the run has left memory.
     done: asyncio.Event = field(default_factory=asyncio.Event)
     # The correlation id of the run's RunPlanned: every job event of the run carries it, so
@@ -80,7 +81,8 @@ def memory_state(projected: str) -> str:
 @dataclass(frozen=True)
 class RunnerConfig:
     workers: int = 16
-    poll_initial: float = 0.05
+    # The first poll after the insert (whose own answer already said whether the job ended).
+    poll_initial: float = 0.2
     poll_max: float = 5.0
     retry_delay: float = 1.0
     bucket: str = "maestro-local"
@@ -93,3 +95,5 @@ class RunnerConfig:
     # then awaited server-side.
     wait_after: float = 3.0
     early_poll_max: float = 1.0
+    # Server-side waits after wait_after (Google); off: polling capped at early_poll_max throughout.
+    server_wait: bool = True
