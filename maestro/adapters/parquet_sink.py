@@ -51,10 +51,10 @@ CONTENT_TYPE = "application/vnd.apache.parquet"
 
 @dataclass(frozen=True)
 class ParquetSettings:
-    row_group_bytes: int = 64 * MiB  # uncompressed (Arrow) bytes per row group, at most
+    row_group_bytes: int = 8 * MiB  # uncompressed (Arrow) bytes per row group, at most
     compression: Literal["zstd", "snappy"] = "zstd"
     compression_level: int | None = None  # zstd: pyarrow's default (1)
-    chunk_size: int = 16 * MiB  # bytes per upload request; a multiple of 256 KiB
+    chunk_size: int = 8 * MiB  # bytes per upload request; a multiple of 256 KiB
     request_timeout: float = 120.0
 
     def __post_init__(self) -> None:
