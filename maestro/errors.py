@@ -243,6 +243,34 @@ class BigQueryError(MaestroError):
         super().__init__(f"BigQuery: {message} ({reason})", reason=reason, retryable=retryable)
 
 
+class StorageError(MaestroError):
+    """Cloud Storage refused or failed a request."""
+
+    code = "storage_error"
+    status = 502
+
+    def __init__(self, reason: str, message: str, *, retryable: bool, uri: str = "") -> None:
+        self.reason = reason
+        self.retryable = retryable  # True: the same request may succeed later (retry with backoff)
+        self.uri = uri
+        super().__init__(
+            f"Cloud Storage: {message} ({reason})", reason=reason, retryable=retryable, uri=uri
+        )
+
+
+class ObjectExists(StorageError):
+    """The object already exists (or is not the generation expected): nothing was overwritten."""
+
+    code = "object_exists"
+    status = 409
+
+    def __init__(self, uri: str, message: str = "") -> None:
+        super().__init__(
+            "conditionNotMet", message or f"{uri} exists or is not the generation expected",
+            retryable=False, uri=uri,
+        )
+
+
 class DatabaseUnavailable(MaestroError):
     """PostgreSQL cannot be reached right now; try again shortly."""
 

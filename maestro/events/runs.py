@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from maestro.events.model import Event
 
@@ -23,6 +23,23 @@ RunStatus = Literal["succeeded", "failed", "cancelled"]
 
 class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+LoadFormat = Literal["PARQUET", "CSV", "NEWLINE_DELIMITED_JSON", "AVRO"]
+FieldType = Literal[
+    "STRING", "BYTES", "INTEGER", "INT64", "FLOAT", "FLOAT64", "NUMERIC", "BIGNUMERIC", "BOOLEAN",
+    "BOOL", "TIMESTAMP", "DATE", "TIME", "DATETIME", "GEOGRAPHY", "JSON", "INTERVAL", "RECORD",
+    "STRUCT",
+]  # fmt: skip
+
+
+class LoadField(_Model):
+    """One column of a load job's explicit schema (BigQuery's TableFieldSchema)."""
+
+    name: str
+    type: FieldType
+    mode: Literal["NULLABLE", "REQUIRED", "REPEATED"] = "NULLABLE"
+    fields: list[LoadField] = []  # RECORD / STRUCT members
 
 
 class JobConfig(_Model):
@@ -43,8 +60,25 @@ class JobConfig(_Model):
     destination_uris: list[str] = []
     format: str = ""
     compression: str = ""
+    # load jobs (into ``destination``, with ``write_disposition``, ``partitioning``, ``clustering``)
+    source_uris: list[str] = []
+    source_format: LoadFormat = "PARQUET"
+    load_schema: list[LoadField] = []  # empty: autodetect (CSV, JSON) or the file's own (Parquet, Avro)
+    autodetect: bool = False
+    skip_leading_rows: int = Field(0, ge=0)  # CSV header lines
+    max_bad_records: int = Field(0, ge=0)
+    enable_list_inference: bool = True  # Parquet LIST -> REPEATED (not a record of "list.element")
+    decimal_target_types: list[Literal["NUMERIC", "BIGNUMERIC", "STRING"]] = []  # [] BigQuery's default
+    schema_update_options: list[Literal["ALLOW_FIELD_ADDITION", "ALLOW_FIELD_RELAXATION"]] = []
     # which retry policy applies
     max_attempts: int = Field(3, ge=1, le=20)
+
+
+    @model_validator(mode="after")
+    def _load_names_its_files(self) -> JobConfig:
+        if self.kind == "load" and not (self.source_uris and self.destination):
+            raise ValueError("a load job needs source_uris and a destination")
+        return self
 
 
 class PlannedTable(_Model):
@@ -123,6 +157,10 @@ class JobStatistics(_Model):
     started: dt.datetime | None = None
     ended: dt.datetime | None = None
     destination_uri_file_counts: list[int] = []
+    # load jobs
+    output_rows: int = 0
+    input_files: int = 0
+    input_file_bytes: int = 0
 
 
 class JobPlanned(Event):
