@@ -64,6 +64,7 @@ class SelectedColumn:
     name: str
     source: str
     cast: str | None = None  # the source type cast to, as the catalog spells it ("numeric(10,2)")
+    expression: str = ""  # what to select, rendered and quoted ('"src"', 'CAST("src" AS TEXT)')
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +108,8 @@ class ImportQuery:
     columns: tuple[SelectedColumn, ...] | None  # None: every column of the table (``*``)
     where: str | None  # the condition rendered with quoted identifiers
     limit: int | None
-    _select: str = field(repr=False)  # "SELECT <list> FROM <table>", rendered
+    _select: str = field(repr=False)  # "<select list>", rendered
+    _from: str = field(repr=False)  # "FROM <table> [AS alias]", rendered
 
     def quote(self, name: str) -> str:
         """``name`` as a quoted identifier of the source's dialect.
@@ -122,12 +124,19 @@ class ImportQuery:
         return ".".join(self.quote(part) for part in (self.schema, self.table) if part is not None)
 
     def render(
-        self, incremental: Incremental | None = None, *, limit: int | None = None, copy: bool = False
+        self,
+        incremental: Incremental | None = None,
+        *,
+        limit: int | None = None,
+        copy: bool = False,
+        select: list[str] | None = None,
     ) -> RenderedQuery:
         """The query with the importer's window and limit (the smaller of it and the query's).
 
         With a window and a limit, rows are ordered by the window's column, so the rows a limit
-        cuts off are the ones after the last one read, never ones before it.
+        cuts off are the ones after the last one read, never ones before it. ``select`` replaces
+        the select list with expressions a reader built from :meth:`quote` and each column's
+        ``expression`` (to have the source render a value, e.g. ``ST_AsText(…)``).
         """
         if copy and self.dialect != "postgres":
             raise ValueError("COPY rendering is for PostgreSQL")
@@ -144,7 +153,8 @@ class ImportQuery:
             if incremental.up_to is not None:
                 conditions.append(f"{column} <= {self._placeholder(len(bounds) + 1, incremental, copy)}")
                 bounds.append(incremental.up_to)
-        sql = escape(self._select) + (" WHERE " + " AND ".join(conditions) if conditions else "")
+        head = f"SELECT {', '.join(select) if select else self._select} {self._from}"
+        sql = escape(head) + (" WHERE " + " AND ".join(conditions) if conditions else "")
         limits = [n for n in (self.limit, limit) if n is not None]
         if incremental is not None and limits:
             sql += f" ORDER BY {self.quote(incremental.column)}"
@@ -197,13 +207,11 @@ def parse_import_query(sql: str, dialect: SourceDialect, *, table: str | None = 
         import_rules.check_condition(where.this, dialect, sql)
         _check_qualifiers(where.this, sql, {name.lower(), (alias or name).lower()})
     limit = _limit(select, sql)
-    rendered = select.copy()
-    rendered.set("where", None)
-    rendered.set("limit", None)
     return ImportQuery(
         dialect=dialect, schema=schema, table=name, columns=columns,
         where=where.this.sql(dialect=dialect, identify=True) if where is not None else None,
-        limit=limit, _select=_render(rendered, dialect),
+        limit=limit, _select=_render_list(select, dialect),
+        _from=select.args["from_"].sql(dialect=dialect, identify=True),
     )
 
 
@@ -277,7 +285,8 @@ def _select_list(
         if name.lower() in seen:
             raise refuse(sql, f"the output column {name!r} twice (BigQuery names ignore case)", item)
         seen.add(name.lower())
-        columns.append(SelectedColumn(name=name, source=target.name, cast=cast))
+        expression = (item.this if isinstance(item, exp.Alias) else item).sql(dialect=dialect, identify=True)
+        columns.append(SelectedColumn(name=name, source=target.name, cast=cast, expression=expression))
     return tuple(columns)
 
 
@@ -297,12 +306,14 @@ def _limit(select: exp.Select, sql: str) -> int | None:
     return int(value.name)
 
 
-def _render(select: exp.Select, dialect: SourceDialect) -> str:
-    """SELECT list and FROM with every identifier quoted; a cast gets its column's name back."""
+def _render_list(select: exp.Select, dialect: SourceDialect) -> str:
+    """The select list with every identifier quoted; a cast gets its column's name back."""
+    items = []
     for item in select.expressions:
         if isinstance(item, exp.Cast):
-            item.replace(exp.alias_(item.copy(), item.this.name, quoted=True))
-    return select.sql(dialect=dialect, identify=True)
+            item = exp.alias_(item.copy(), item.this.name, quoted=True)
+        items.append(item.sql(dialect=dialect, identify=True))
+    return ", ".join(items)
 
 
 def _setting(n: int) -> str:
