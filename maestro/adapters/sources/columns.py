@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 from maestro.errors import SourceReadFailed
 
 # BigQuery's DATE / DATETIME / TIMESTAMP start at year 1; parsing already refuses years > 9999.
-_MIN_DATE = datetime.date(1, 1, 1)
+_MIN_DAYS = (datetime.date(1, 1, 1) - datetime.date(1970, 1, 1)).days
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,10 +162,16 @@ CONVERTERS: dict[str, Callable[[Column, pa.Array], pa.Array]] = {
 
 
 def _check_range(col: Column, values: pa.Array) -> None:
+    # Compared as numbers: Python's date cannot even hold a year-0 value to report it.
     if col.kind in ("date", "datetime", "timestamp") and not col.repeated and values.null_count < len(values):
-        low = pc.min(values).as_py()
-        if low is not None and (low.date() if isinstance(low, datetime.datetime) else low) < _MIN_DATE:
-            raise ValueError(f"{low} is before year 1")
+        if pa.types.is_date32(values.type):
+            low = pc.min(values.cast(pa.int32())).as_py()
+            too_early = low < _MIN_DAYS
+        else:
+            low = pc.min(values.cast(pa.int64())).as_py()
+            too_early = low < _MIN_DAYS * 86_400_000_000
+        if too_early:
+            raise ValueError("a value before year 1 (BigQuery's dates start at 0001-01-01)")
 
 
 # -- PostgreSQL arrays, selected as array_to_json(col)::text -------------------------------------
