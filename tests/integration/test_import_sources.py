@@ -474,3 +474,52 @@ async def test_mysql_session_limits_and_statement_timeout(my: str) -> None:
         with pytest.raises(SourceReadFailed) as raised:
             await _read_all(source, query, schema)
     assert "max_statement_time" in raised.value.message or "interrupted" in raised.value.message
+
+
+# Every function and operator on the allow-list (maestro/catalog/import_rules.py), rendered back
+# by sqlglot and run by the real database: each predicate is true for row 1 only, so a rendering
+# that changed meaning (or does not run) shows.
+PG_ALLOWED = """
+SELECT id FROM shop.edge AS e
+WHERE e.id IN (1, 5) AND id BETWEEN 0 AND 1 AND vc LIKE 'abc%' AND vc ILIKE 'ABC%' AND vc ~ '^a'
+  AND vc || 'x' = 'abcdex' AND lower(vc) = 'abcde' AND upper(vc) = 'ABCDE' AND length(vc) = 5
+  AND trim('  a ') = 'a' AND coalesce(i2, 0) = -32768 AND nullif(i4, 0) IS NOT NULL
+  AND abs(i2::integer) = 32768 AND round(1.4) = 1 AND floor(1.5) = 1 AND ceil(1.5) = 2
+  AND greatest(1, id) = 1 AND least(2, id) = 1 AND d < current_date AND tstz < now()
+  AND ts < localtimestamp AND tstz > current_timestamp - interval '100 years'
+  AND extract(year from ts) = 2024 AND date_trunc('day', ts) = '2024-02-29'
+  AND left(vc, 2) = 'ab' AND right(vc, 2) = 'de' AND replace(vc, 'a', 'z') = 'zbcde'
+  AND id = ANY(ARRAY[1, 7]) AND NOT (id = 2) AND (id * 2 + 1 - 1) / 2 % 5 = 1 AND -id = -1
+  AND CAST(i2 AS text) = '-32768' AND i8::numeric(20,0) < 0 AND vc NOT LIKE 'x!%' ESCAPE '!'
+LIMIT 5
+"""
+
+MYSQL_ALLOWED = """
+SELECT id FROM edge AS e
+WHERE e.id IN (1, 5) AND id BETWEEN 0 AND 1 AND vc LIKE 'abc%' AND lower(vc) = 'abcdefghij'
+  AND upper(c) = 'AB' AND length(c) = 2 AND trim('  a ') = 'a' AND coalesce(ti, 0) = -128
+  AND nullif(i, 0) IS NOT NULL AND abs(ti) = 128 AND round(1.4) = 1 AND floor(1.5) = 1
+  AND ceil(1.5) = 2 AND greatest(1, id) = 1 AND least(2, id) = 1 AND dt < current_date
+  AND dtm < now() AND dtm < current_timestamp AND dtm > now() - INTERVAL 100 YEAR
+  AND extract(year from dtm) = 2024 AND left(vc, 2) = 'ab' AND right(vc, 2) = 'ij'
+  AND replace(vc, 'a', 'z') = 'zbcdefghij' AND tx <=> tx AND 7 DIV 2 = 3 AND 7 % 2 = 1
+  AND DATE_ADD(dt, INTERVAL 1 DAY) = '1000-01-02' AND DATE_SUB(dt, INTERVAL 1 DAY) = '0999-12-31'
+  AND NOT (id = 2) AND -id = -1 AND CAST(ti AS SIGNED) = -128 AND CAST(d_small AS DECIMAL(14,2)) < 0
+LIMIT 5
+"""
+
+
+async def test_every_allowed_function_runs_on_postgres(pg: str) -> None:
+    query = parse_import_query(PG_ALLOWED, "postgres")
+    async with pg_source.open_source(pg) as source:
+        schema = await source.discover(query)
+        table = await _read_all(source, query, schema)
+    assert table.column("id").to_pylist() == [1]
+
+
+async def test_every_allowed_function_runs_on_mysql(my: str) -> None:
+    query = parse_import_query(MYSQL_ALLOWED, "mysql")
+    async with mysql_source.open_source(my) as source:
+        schema = await source.discover(query)
+        table = await _read_all(source, query, schema)
+    assert table.column("id").to_pylist() == [1]

@@ -100,7 +100,10 @@ def test_watermark_names_are_quoted_never_pasted() -> None:
     assert rendered.params == (5,)
 
 
-@pytest.mark.parametrize("module", ["maestro.catalog.import_query", "maestro.catalog.import_rules"])
+@pytest.mark.parametrize(
+    "module",
+    ["maestro.catalog.import_query", "maestro.adapters.sources.columns", "maestro.adapters.sources.postgres_types"],
+)
 def test_doctests(module: str) -> None:
     result = doctest.testmod(importlib.import_module(module))
     assert result.failed == 0

@@ -35,7 +35,7 @@ from maestro.adapters.sources.postgres_types import csv_type, map_column
 from maestro.catalog.import_query import ImportQuery, Incremental
 from maestro.errors import SourceColumnError, SourceReadFailed, SourceTableNotFound, SourceUnavailable
 
-BLOCK_BYTES = 16 * 1024 * 1024
+BLOCK_BYTES = 8 * 1024 * 1024
 # The session settings every value conversion relies on (see postgres_types).
 _SESSION = {
     "TimeZone": "UTC", "DateStyle": "ISO, YMD", "IntervalStyle": "iso_8601",
