@@ -6,6 +6,7 @@ PostgreSQL: a database of its own on the tests' server (``fresh_database``). MyS
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import decimal
 import math
@@ -523,3 +524,22 @@ async def test_every_allowed_function_runs_on_mysql(my: str) -> None:
         schema = await source.discover(query)
         table = await _read_all(source, query, schema)
     assert table.column("id").to_pylist() == [1]
+
+
+async def test_abandoning_a_read_releases_the_source_at_once(pg: str, my: str) -> None:
+    # A consumer that stops early (a failed upload) must not wait for the rest of a big table.
+    pg_conn = await asyncpg.connect(pg)
+    await pg_conn.execute("CREATE TABLE shop.many AS SELECT g AS id FROM generate_series(1, 2000000) g")
+    await pg_conn.close()
+    await _mysql_execute(my.rsplit("/", 1)[1], "CREATE TABLE many (id bigint PRIMARY KEY)",
+                         "INSERT INTO many SELECT seq FROM seq_1_to_300000")
+    for module, dsn, table in ((pg_source, pg, "shop.many"), (mysql_source, my, "many")):
+        query = parse_import_query("", "postgres" if module is pg_source else "mysql", table=table)
+        t0 = asyncio.get_running_loop().time()
+        async with module.open_source(dsn) as source:
+            schema = await source.discover(query)
+            reader = source.read(query, schema, **({"block_bytes": 1 << 16} if module is pg_source else {"batch_rows": 100}))
+            first = await anext(reader)
+            assert first.num_rows > 0
+            await reader.aclose()
+        assert asyncio.get_running_loop().time() - t0 < 1.5, module.__name__

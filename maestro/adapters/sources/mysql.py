@@ -149,18 +149,25 @@ class MySQLSource:
         select = [f"{c.select} AS {query.quote(c.name)}" for c in schema.columns]
         rendered = query.render(incremental, limit=limit, select=select)
         rows = 0
+        finished = False
         cur = await self._conn.cursor(aiomysql.SSCursor)
         try:
             await cur.execute(rendered.sql, rendered.params)
             while chunk := await cur.fetchmany(batch_rows):
                 rows += len(chunk)
                 yield _batch(schema, chunk)
+            finished = True
         except pymysql.err.OperationalError as exc:
             raise SourceReadFailed(f"the MySQL read failed: {exc}", retryable=True) from exc
         except pymysql.err.MySQLError as exc:
             raise SourceReadFailed(f"MySQL refused the read: {exc}", retryable=False) from exc
         finally:
-            await cur.close()
+            if finished:
+                await cur.close()
+            else:
+                # Closing an unbuffered cursor reads the rest of the result first: on a failed
+                # or abandoned read, drop the connection instead (the snapshot is over anyway).
+                self._conn.close()
         self.rows_read += rows
         if verify_count:
             count = f"SELECT COUNT(*) FROM ({rendered.sql}) AS maestro_rows"

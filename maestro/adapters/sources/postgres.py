@@ -153,12 +153,12 @@ class PostgresSource:
         rendered = query.render(incremental, limit=limit, copy=True, select=select)
         for name, value in rendered.settings:
             await self._conn.execute("SELECT set_config($1, $2, true)", name, value)
-        blocks: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=2)
+        blocks: asyncio.Queue[bytes] = asyncio.Queue(maxsize=2)
         copy = asyncio.create_task(self._copy(rendered.sql, blocks, block_bytes))
         parse = _Parser(schema)
         carry = b""
         try:
-            while (block := await blocks.get()) is not None:
+            while (block := await _next_block(blocks, copy)) is not None:
                 data = carry + block
                 end = _records_end(data)
                 carry = data[end:]
@@ -169,10 +169,12 @@ class PostgresSource:
                 yield await asyncio.to_thread(parse, carry)
         finally:
             if not copy.done():
-                copy.cancel()  # the consumer stopped early: the connection is unusable now
+                # The consumer stopped early (or a batch failed): drop the connection first, so
+                # the COPY ends at once instead of streaming the rest of the table to nobody.
+                self._conn.terminate()
+                copy.cancel()
                 with contextlib.suppress(BaseException):
                     await copy
-                self._conn.terminate()
         self.rows_read += parse.rows
         reported = int(status.split()[-1])
         if reported != parse.rows:
@@ -180,7 +182,8 @@ class PostgresSource:
                 f"PostgreSQL sent {reported} rows but {parse.rows} were parsed", retryable=True
             )
 
-    async def _copy(self, sql: str, blocks: asyncio.Queue[bytes | None], block_bytes: int) -> str:
+    async def _copy(self, sql: str, blocks: asyncio.Queue[bytes], block_bytes: int) -> str:
+        """Run the COPY, handing full blocks to ``blocks``; waits (back-pressure) while it is full."""
         buffer = bytearray()
 
         async def sink(chunk: bytes) -> None:
@@ -196,11 +199,23 @@ class PostgresSource:
             raise SourceReadFailed(f"PostgreSQL refused the read: {exc}", retryable=False) from exc
         except (OSError, asyncpg.InterfaceError, asyncio.TimeoutError) as exc:
             raise SourceReadFailed(f"the PostgreSQL connection failed: {exc}", retryable=True) from exc
-        finally:
-            if buffer:
-                await blocks.put(bytes(buffer))
-            await blocks.put(None)
+        if buffer:
+            await blocks.put(bytes(buffer))
         return status
+
+
+async def _next_block(blocks: asyncio.Queue[bytes], copy: asyncio.Task[str]) -> bytes | None:
+    """The next block, or None once the COPY has ended (well or not) and every block is taken."""
+    if not blocks.empty():
+        return blocks.get_nowait()
+    if copy.done():
+        return None
+    get = asyncio.ensure_future(blocks.get())
+    done, _ = await asyncio.wait({get, copy}, return_when=asyncio.FIRST_COMPLETED)
+    if get in done:
+        return get.result()
+    get.cancel()
+    return blocks.get_nowait() if not blocks.empty() else None
 
 
 class _Parser:
