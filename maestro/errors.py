@@ -110,6 +110,55 @@ class SqlSyntaxError(ValidationFailed):
         super().__init__(f"{message}{where}", line=line, column=column)
 
 
+class ImportQueryRefused(SqlSyntaxError):
+    """An import query may only SELECT columns FROM one table, with WHERE and LIMIT."""
+
+    code = "import_query_refused"
+
+
+class SourceUnavailable(MaestroError):
+    """The source database cannot be reached or refused the connection."""
+
+    code = "source_unavailable"
+    status = 502
+    retryable = True
+
+
+class SourceTableNotFound(NotFound):
+    """The source database has no such table (or this user cannot see it)."""
+
+    code = "source_table_not_found"
+
+
+class SourceColumnError(ValidationFailed):
+    """A column of the source table cannot be imported: it does not exist, or its type has no mapping."""
+
+    code = "source_column_error"
+
+    def __init__(self, message: str, *, column: str, source_type: str | None = None) -> None:
+        self.column = column
+        self.source_type = source_type
+        details: dict[str, Any] = {"column": column}
+        if source_type is not None:
+            details["source_type"] = source_type
+        super().__init__(message, **details)
+
+
+class SourceReadFailed(MaestroError):
+    """Reading rows from the source database failed part-way; nothing read may be loaded."""
+
+    code = "source_read_failed"
+    status = 502
+
+    def __init__(self, message: str, *, retryable: bool, column: str | None = None) -> None:
+        self.retryable = retryable  # True: the same read may succeed later (a dropped connection)
+        self.column = column
+        details: dict[str, Any] = {"retryable": retryable}
+        if column is not None:
+            details["column"] = column
+        super().__init__(message, **details)
+
+
 class CycleDetected(Conflict):
     """The change would create a dependency cycle."""
 

@@ -1,7 +1,9 @@
-"""Tokenize and parse BigQuery SQL with sqlglot, turning its errors into SqlSyntaxError.
+"""Tokenize and parse SQL with sqlglot, turning its errors into SqlSyntaxError.
 
-Private helper of :mod:`maestro.catalog.sql`, the seam behind which sqlglot lives; import that.
-Positions are 1-based and point at the first character of the offending token.
+Private helper of :mod:`maestro.catalog.sql` and :mod:`maestro.catalog.import_query`, the seams
+behind which sqlglot lives; import those. BigQuery unless a ``dialect`` is given (import queries
+are written in the source database's dialect). Positions are 1-based and point at the first
+character of the offending token.
 """
 
 from __future__ import annotations
@@ -38,10 +40,11 @@ def position(sql: str, offset: int) -> tuple[int, int]:
     return sql.count("\n", 0, offset) + 1, offset - line_start + 1
 
 
-def tokenize(sql: str) -> list[Token]:
-    """BigQuery tokens of ``sql``; an unterminated string or comment raises SqlSyntaxError."""
+def tokenize(sql: str, *, dialect: Dialect = DIALECT) -> list[Token]:
+    """Tokens of ``sql``; an unterminated string or comment raises SqlSyntaxError."""
+    tokenizer = _Tokenizer() if dialect is DIALECT else dialect.tokenizer()
     try:
-        return _Tokenizer().tokenize(sql)
+        return tokenizer.tokenize(sql)
     except TokenError as exc:
         # sqlglot's TokenError only carries a context window, not the position: find it ourselves.
         offset = _unterminated_at(sql)
@@ -52,15 +55,21 @@ def tokenize(sql: str) -> list[Token]:
 
 
 def parse(
-    tokens: list[Token], sql: str, *, parser: Parser | None = None, condition: bool = False
+    tokens: list[Token],
+    sql: str,
+    *,
+    parser: Parser | None = None,
+    condition: bool = False,
+    dialect: Dialect = DIALECT,
 ) -> list[exp.Expr]:
     """The statements (or, with ``condition``, the one expression) that ``tokens`` spell.
 
     ``sql`` is the text the tokens come from, for error positions. Pass a ``parser`` to reuse one
     across the pieces of a script (a parser is not thread-safe: one per call of ours).
     """
-    parser = parser or DIALECT.parser()
-    tokens = _table_arguments(tokens)
+    parser = parser or dialect.parser()
+    if dialect is DIALECT:
+        tokens = _table_arguments(tokens)
     try:
         if condition:
             trees = parser.parse_into(exp.Condition, tokens, sql)
