@@ -286,14 +286,18 @@ class TableRestored(Event):
     table_id: str
 
 
+MAX_PERIOD = 10 * 366 * 86400
+
+
 class FrequencySpec(_Model):
     """A cadence: every ``period`` seconds shifted by ``offset`` (the original's semantics:
     truncation counted from 0001-01-01 UTC, so a daily period aligns to UTC midnight), or a cron
     expression in a time zone."""
 
     name: str = Field(min_length=1, max_length=200)
-    period: int | None = Field(None, gt=0, description="seconds")
-    offset: int = Field(0, description="seconds; may be negative; less than the period")
+    # Bounded so that slot arithmetic stays within datetime's range (years 1-9999).
+    period: int | None = Field(None, gt=0, le=MAX_PERIOD, description="seconds (at most ten years)")
+    offset: int = Field(0, ge=-MAX_PERIOD, le=MAX_PERIOD, description="seconds; may be negative; less than the period")
     cron: str | None = Field(None, description="a cron expression instead of period/offset")
     timezone: TimeZone = "UTC"
     active: bool = True

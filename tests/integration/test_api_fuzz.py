@@ -71,7 +71,7 @@ async def _seed(runtime, user_id: str, group_id: str) -> dict[str, str]:
     return {
         "table_id": child.table_id, "frequency_id": frequency_id, "run_id": run_id, "group_id": group_id,
         "user_id": "bystander", "token_id": token_id, "name": "crm", "section": "pricing",
-        "stream_id": f"table-{parent.table_id}",
+        "stream_id": f"table-{parent.table_id}", "dataset": "fuzz",
     }
 
 

@@ -78,3 +78,22 @@ async def test_slots_missed_while_down_run_once_with_latest_and_never_with_skip(
     # Exactly on the next slot, both run.
     on_slot = slot + dt.timedelta(hours=1, seconds=5)
     assert sorted(r.split("-")[0] for r in await scheduler.tick(on_slot)) == sorted([latest, skip])
+
+
+async def test_a_frequency_that_cannot_be_scheduled_does_not_stop_the_others(client, runtime) -> None:
+    """Found by the API fuzzer: an offset of -10^14 s made slot arithmetic overflow, and the whole
+    tick failed, for every frequency. Such values are refused now (ten years at most); one stored
+    before (a projection row edited here to stand for it) is reported and skipped."""
+    from maestro.handlers.runs.scheduler import Scheduler
+
+    resp = await client.post("/api/v1/frequencies", json={"name": "huge", "period": 3600, "offset": -10**14})
+    assert resp.status == 422
+    bad = (await (await client.post("/api/v1/frequencies", json={"name": "bad", "period": 3600})).json())["id"]
+    good = (await (await client.post("/api/v1/frequencies", json={"name": "good", "period": 3600})).json())["id"]
+    await runtime.pool.execute(
+        "UPDATE catalog_frequencies SET spec = jsonb_set(spec, '{offset}', '-100000000000000') WHERE frequency_id = $1", bad)
+    scheduler = Scheduler(runtime.runs)
+    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=2)
+    started = await scheduler.tick(later)
+    assert [r.split("-")[0] for r in started] == [good]
+    assert scheduler.unschedulable == [bad]

@@ -38,6 +38,7 @@ class Scheduler:
         self._task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
         self._created: dict[str, dt.datetime] = {}
+        self.unschedulable: list[str] = []  # frequency ids the last tick could not schedule
 
     async def tick(self, now: dt.datetime | None = None) -> list[str]:
         """Decide every slot that is due at ``now`` and release queued runs whose blocker ended.
@@ -45,6 +46,7 @@ class Scheduler:
         Returns the run ids this call decided (planned, queued or skipped) or released.
         """
         now = now or dt.datetime.now(dt.timezone.utc)
+        self.unschedulable = []
         started = []
         for released in await release_queued(self.runs):
             started.append(released.run_id)
@@ -61,11 +63,17 @@ class Scheduler:
             """
         )
         for row in rows:
-            spec = FrequencySpec.model_validate(orjson.loads(row["spec"]))
-            schedule = Schedule.from_spec(spec)
-            # A frequency that never ran owes the slots after its creation, not before.
-            last = row["slot"] or slot_at_or_before(schedule, row["created_at"])
-            for slot in due_slots(schedule, last, now, spec.missed):
+            try:
+                spec = FrequencySpec.model_validate(orjson.loads(row["spec"]))
+                schedule = Schedule.from_spec(spec)
+                # A frequency that never ran owes the slots after its creation, not before.
+                last = row["slot"] or slot_at_or_before(schedule, row["created_at"])
+                due = due_slots(schedule, last, now, spec.missed)
+            except Exception:  # one frequency that cannot be scheduled must not stop the others
+                log.exception("frequency cannot be scheduled", extra={"frequency_id": row["frequency_id"]})
+                self.unschedulable.append(row["frequency_id"])
+                continue
+            for slot in due:
                 try:
                     decision = await decide_slot(
                         self.runs, row["frequency_id"], slot, spec.overlap,
@@ -86,7 +94,11 @@ class Scheduler:
         while not self._stop.is_set():
             try:
                 await self.tick()
-                self.health.ok("scheduler")
+                if self.unschedulable:
+                    self.health.down("scheduler", "frequencies that cannot be scheduled: "
+                                     + ", ".join(self.unschedulable) + " (see the log)")
+                else:
+                    self.health.ok("scheduler")
             except Exception as exc:  # the next tick tries again (a database outage, say)
                 self.health.down("scheduler", exc)
                 log.exception("scheduler tick failed")
