@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import asyncpg
-import orjson
 
 from maestro.errors import (
     ConcurrencyConflict,
@@ -26,15 +25,13 @@ from maestro.errors import (
     MaestroError,
     database_unavailable,
 )
-from maestro.events.model import Event, Metadata, RawEvent, RecordedEvent, decode, now
+from maestro.events.model import Event, Metadata, RawEvent, RecordedEvent, now
+from maestro.events.rows import ANY_VERSION, NO_STREAM, decode_row, expected_label, raw_row, recorded_rows
+
+__all__ = ["ANY_VERSION", "NO_STREAM", "AppendResult", "EventStore"]
 from maestro.events.signals import Signals, wait_for_wakeup
 
 log = logging.getLogger(__name__)
-
-NO_STREAM = -1
-"""Expected version: the stream must not exist yet."""
-ANY_VERSION = -2
-"""Expected version: append whatever the stream's version."""
 
 # Appends hold this advisory lock in shared mode so that rebuilding an inline projection (which
 # takes it exclusively) sees a log that does not move under it.
@@ -147,7 +144,7 @@ class EventStore:
                 if not inline:
                     # One statement is its own transaction: one round trip, no BEGIN/COMMIT.
                     row = await conn.fetchrow(_APPEND, *args)
-                    recorded = _recorded(row, stream_id, events, types, metas, occurred_at)
+                    recorded = recorded_rows(row, stream_id, events, types, metas, occurred_at)
                 else:
                     async with conn.transaction():
                         # Shared: appends run side by side; a rebuild takes it exclusively.
@@ -155,7 +152,7 @@ class EventStore:
                             "SELECT pg_advisory_xact_lock_shared($1)", INLINE_PROJECTION_LOCK
                         )
                         row = await conn.fetchrow(_APPEND, *args)
-                        recorded = _recorded(row, stream_id, events, types, metas, occurred_at)
+                        recorded = recorded_rows(row, stream_id, events, types, metas, occurred_at)
                         for projection in inline:
                             mine = [r for r in recorded if projection.handles(r.type)]
                             await projection.apply(conn, mine)
@@ -185,11 +182,11 @@ class EventStore:
     ) -> MaestroError:
         sqlstate = getattr(exc, "sqlstate", None)
         if sqlstate == "MA409":
-            return ConcurrencyConflict(stream_id, _expected_label(expected_version), int(exc.detail))
+            return ConcurrencyConflict(stream_id, expected_label(expected_version), int(exc.detail))
         if isinstance(exc, asyncpg.UniqueViolationError):
             if exc.constraint_name == "events_pkey":
                 actual = await self.stream_version(stream_id)
-                return ConcurrencyConflict(stream_id, _expected_label(expected_version), actual)
+                return ConcurrencyConflict(stream_id, expected_label(expected_version), actual)
             message = self._unique_messages.get(exc.constraint_name or "")
             if message is not None:
                 return Conflict(message)
@@ -214,7 +211,7 @@ class EventStore:
             after_version or 0,
             until,
         )
-        return [_decode_row(r) for r in rows]
+        return [decode_row(r) for r in rows]
 
     async def read_raw_stream(
         self, stream_id: str, after_version: int = 0, limit: int = 100
@@ -226,7 +223,7 @@ class EventStore:
             after_version,
             limit,
         )
-        return [_raw_row(r) for r in rows]
+        return [raw_row(r) for r in rows]
 
     async def read_all(
         self,
@@ -243,7 +240,7 @@ class EventStore:
         returned.
         """
         rows = await self._read_all_rows(after_position, limit, types, conn)
-        return [_decode_row(r) for r in rows]
+        return [decode_row(r) for r in rows]
 
     async def read_all_raw(
         self,
@@ -253,7 +250,7 @@ class EventStore:
     ) -> list[RawEvent]:
         """Like :meth:`read_all` without decoding: for audit views and unknown event types."""
         rows = await self._read_all_rows(after_position, limit, types, None)
-        return [_raw_row(r) for r in rows]
+        return [raw_row(r) for r in rows]
 
     async def _read_all_rows(
         self,
@@ -354,55 +351,3 @@ class EventStore:
 
     async def close(self) -> None:
         await self.signals.close()
-
-
-def _recorded(
-    row: Any,
-    stream_id: str,
-    events: Sequence[Event],
-    types: list[str],
-    metas: list[Metadata],
-    occurred_at: dt.datetime,
-) -> tuple[RecordedEvent, ...]:
-    first, last_version = row["first_position"], row["last_version"]
-    first_version = last_version - len(events) + 1
-    return tuple(
-        RecordedEvent(
-            position=first + i,
-            stream_id=stream_id,
-            version=first_version + i,
-            type=types[i],
-            event=events[i],
-            metadata=metas[i],
-            occurred_at=occurred_at,
-        )
-        for i in range(len(events))
-    )
-
-
-def _expected_label(expected_version: int) -> int | str:
-    if expected_version == NO_STREAM:
-        return "no stream"
-    if expected_version == ANY_VERSION:
-        return "any"
-    return expected_version
-
-
-def _decode_row(row: Any) -> RecordedEvent:
-    position = row[0]
-    return RecordedEvent(
-        position, row[1], row[2], row[3], decode(row[3], row[4], row[5], position), row[6], row[7]
-    )
-
-
-def _raw_row(row: Any) -> RawEvent:
-    return RawEvent(
-        position=row[0],
-        stream_id=row[1],
-        version=row[2],
-        type=row[3],
-        schema_version=row[4],
-        data=orjson.loads(row[5]),
-        metadata=orjson.loads(row[6]),
-        occurred_at=row[7],
-    )

@@ -18,11 +18,10 @@ import asyncio
 import contextlib
 import heapq
 import logging
-import time
 from typing import Any
 
 from maestro.errors import ConcurrencyConflict, database_unavailable
-from maestro.events.model import Metadata, RecordedEvent
+from maestro.events.model import Metadata
 from maestro.events.runs import (
     JobCancelled,
     JobConfig,
@@ -31,38 +30,28 @@ from maestro.events.runs import (
     JobSkipped,
     JobSubmitted,
     JobSucceeded,
-    RunFinished,
 )
 from maestro.events.store import ANY_VERSION, NO_STREAM, EventStore
 from maestro.handlers.runs.executor import Jobs, JobExecutor, Outcome, failure
-from maestro.handlers.runs.journal import ACTOR, append_through_blips, metadata, through_blips
-from maestro.handlers.runs.recovery import load_run, recover
-from maestro.handlers.runs.state import TERMINAL, UPSTREAM_BAD, RunnerConfig, RunState, TableState
+from maestro.handlers.runs.journal import append_through_blips, metadata, through_blips
+from maestro.handlers.runs.recovery import recover
+from maestro.handlers.runs.follow import COMPONENT, follow
+from maestro.handlers.runs.finish import finish
+from maestro.handlers.runs.state import (
+    TERMINAL,
+    UPSTREAM_BAD,
+    RunnerConfig,
+    RunState,
+    Slot,
+    TableState,
+    extract_config,
+)
 from maestro.health import Health
 
 __all__ = ["Jobs", "Runner", "RunnerConfig"]
 
 log = logging.getLogger(__name__)
-COMPONENT = "runner"
-_FOLLOWED = ["RunPlanned", "RunCancelRequested", "RunRetryRequested"]
 STOP_TIMEOUT = 10.0
-
-
-class _Slot:
-    """One job's place among the workers, given back exactly once however its task ends."""
-
-    def __init__(self, runner: Runner, run: RunState | None) -> None:
-        self.runner, self.run, self.held = runner, run, True
-        runner.in_flight += 1
-        if run is not None:
-            run.in_flight += 1
-
-    def release(self) -> None:
-        if self.held:
-            self.held = False
-            self.runner.in_flight -= 1
-            if self.run is not None:
-                self.run.in_flight -= 1
 
 
 class Runner:
@@ -130,7 +119,7 @@ class Runner:
         # recover() loads are recognised and skipped.
         position = await self.store.head_position()
         await recover(self)
-        self._main = asyncio.get_running_loop().create_task(self._follow(position), name="runner")
+        self._main = asyncio.get_running_loop().create_task(follow(self, position), name="runner")
         self.health.ok(COMPONENT, "leader")
 
     async def stop(self) -> None:
@@ -149,60 +138,6 @@ class Runner:
         self.runs.clear()
         self._ready.clear()
         self.in_flight = 0
-
-    # ------------------------------------------------------------------ following the log
-    async def _follow(self, position: int) -> None:
-        delay = 0.5
-        while not self._stop.is_set():
-            try:
-                async for event in self.store.subscribe(
-                    position, types=_FOLLOWED, stop=self._stop, on_read=self._alive
-                ):
-                    await self._handle(event)
-                    position = event.position
-                    delay = 0.5
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self.health.down(COMPONENT, exc)
-                if database_unavailable(exc):
-                    # What failed to be recorded is not in memory either: start over from the log.
-                    log.warning("runner lost the database; restarting from the log", extra={"error": str(exc)})
-                    self.broken.set()
-                    return
-                log.exception("runner follow loop failed; resuming", extra={"position": position})
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), timeout=delay)
-                delay = min(delay * 2, 10.0)
-
-    def _alive(self) -> None:
-        self.health.ok(COMPONENT, "leader")
-
-    async def _handle(self, event: RecordedEvent) -> None:
-        run_id = event.event.run_id  # type: ignore[attr-defined]
-        try:
-            if event.type in ("RunPlanned", "RunRetryRequested"):
-                run = self.runs.get(run_id)
-                if run is not None and run.finishing and event.type == "RunRetryRequested":
-                    await run.done.wait()  # the retry came right after the end: load it anew
-                    run = None
-                if run is None:  # else: loaded at start-up, already with this event in it
-                    run = await load_run(self, run_id)
-                    if run is not None:
-                        await self.advance(run)
-            elif event.type == "RunCancelRequested" and run_id in self.runs:
-                await self.cancel(self.runs[run_id])
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            if database_unavailable(exc):
-                raise
-            # Memory may now disagree with the log: start over from it rather than leave the
-            # run hanging (the supervisor restarts the runner, which recovers).
-            log.exception("runner failed to handle event; restarting from the log",
-                          extra={"run_id": run_id, "type": event.type})
-            self.health.down(COMPONENT, exc)
-            self.broken.set()
 
     # ------------------------------------------------------------------ deciding
     async def advance(self, run: RunState) -> None:
@@ -265,12 +200,12 @@ class Runner:
             table = run.tables[table_id]
             table.state = "running"
             table.attempt += 1
-            slot = _Slot(self, run)
+            slot = Slot(self, run)
             self._spawn(self._start_job(run, table, slot), run, table, slot)
         for item in deferred:
             heapq.heappush(self._ready, item)
 
-    async def _start_job(self, run: RunState, table: TableState, slot: _Slot) -> None:
+    async def _start_job(self, run: RunState, table: TableState, slot: Slot) -> None:
         job_id = self.job_id_for(run.run_id, table.table_id, table.attempt, "query")
         table.job_id = job_id  # from here on, a failure of this task is this job's
         deleted = await self._db(lambda: self.pool.fetchval(
@@ -298,18 +233,7 @@ class Runner:
         await self._run_job(job_id, run, table, table.table_id, table.config, slot, submitted=False)
 
     async def plan_extract(self, run: RunState, table: TableState) -> None:
-        settings = table.extract or {}
-        fmt = settings.get("format", "csv")
-        compression = settings.get("compression", "none")
-        suffix = {"csv": "csv", "ndjson": "json", "avro": "avro", "parquet": "parquet"}[fmt]
-        if compression == "gzip" and fmt in ("csv", "ndjson"):
-            suffix += ".gz"
-        dataset, name = table.config.destination.split(".")[-2:]
-        uri = f"gs://{self.config.bucket}/extracts/{dataset}/{name}/{run.run_id}/part-*.{suffix}"
-        config = JobConfig(
-            kind="extract", project=table.config.project, source=table.config.destination,
-            destination_uris=[uri], format=fmt, compression=compression, labels=table.config.labels,
-        )
+        config = extract_config(table, run.run_id, self.config.bucket)
         # The query's attempt names the extract: a retried run extracts under a new id.
         attempt = max(table.attempt, 1)
         job_id = self.job_id_for(run.run_id, table.table_id, attempt, "extract")
@@ -318,7 +242,7 @@ class Runner:
             job_id=job_id, run_id=run.run_id, table_id=table.table_id, attempt=attempt, config=config,
             owner_id=table.owner_id, group_id=table.group_id,
         ))
-        slot = _Slot(self, run)  # after the plan: a failed append holds no slot
+        slot = Slot(self, run)  # after the plan: a failed append holds no slot
         self._spawn(self._run_job(job_id, run, table, table.table_id, config, slot, submitted=False), run, table, slot)
 
     def spawn_job(
@@ -327,7 +251,7 @@ class Runner:
         planned_at: float | None = None, submitted_at: float | None = None,
     ) -> None:
         """Execute (re-attach) a job already planned, in its own task holding a worker slot."""
-        slot = _Slot(self, run if table is not None else None)
+        slot = Slot(self, run if table is not None else None)
         self._spawn(self._run_job(
             job_id, run, table, table_id, config, slot, submitted=submitted, recovered=recovered,
             known=known, planned_at=planned_at, submitted_at=submitted_at,
@@ -335,7 +259,7 @@ class Runner:
 
     async def _run_job(
         self, job_id: str, run: RunState | None, table: TableState | None, table_id: str,
-        config: JobConfig, slot: _Slot, *, submitted: bool, recovered: bool = False, known: Any = None,
+        config: JobConfig, slot: Slot, *, submitted: bool, recovered: bool = False, known: Any = None,
         planned_at: float | None = None, submitted_at: float | None = None,
     ) -> None:
         run_id = run.run_id if run is not None else None
@@ -351,7 +275,7 @@ class Runner:
 
     async def _record(
         self, job_id: str, run: RunState | None, table: TableState | None, table_id: str,
-        config: JobConfig, outcome: Outcome, slot: _Slot,
+        config: JobConfig, outcome: Outcome, slot: Slot,
     ) -> None:
         run_id = run.run_id if run is not None else None
         stream = f"job-{job_id}"
@@ -414,34 +338,7 @@ class Runner:
         await self.advance(run)
 
     async def _finish(self, run: RunState) -> None:
-        """Record the run's one RunFinished. The run's stream is read first: a cancel that landed
-        meanwhile is taken into account (the append would conflict), and a RunFinished already
-        recorded for this attempt of the run (by another leader) is not repeated."""
-        counts: dict[str, int] = {}
-        for t in run.tables.values():
-            counts[t.state] = counts.get(t.state, 0) + 1
-        stream = f"run-{run.run_id}"
-        while True:
-            events = await self._db(lambda: self.store.read(stream))
-            starts = [i for i, e in enumerate(events) if e.type in ("RunPlanned", "RunRetryRequested")]
-            since = events[starts[-1] + 1:] if starts else events
-            if any(e.type == "RunFinished" for e in since):
-                break
-            cancelled = run.cancel_requested or any(e.type == "RunCancelRequested" for e in since)
-            if all(t.state == "succeeded" for t in run.tables.values()):
-                status = "succeeded"  # a cancel that came too late to stop anything
-            else:
-                status = "cancelled" if cancelled else "failed"
-            event = RunFinished(run_id=run.run_id, status=status, counts=counts)  # type: ignore[arg-type]
-            expected = events[-1].version if events else NO_STREAM
-            try:
-                # Not through _append: after a blip, a conflict here may be a cancel that landed,
-                # not our own first try. Reading the stream again tells which.
-                await self._db(lambda: self.store.append(stream, expected, [event], self._metadata(stream, event)))
-            except ConcurrencyConflict:
-                continue  # something landed in between: look again
-            log.info("run finished", extra={"run_id": run.run_id, "status": status, "counts": counts})
-            break
+        await finish(self, run)
         self.runs.pop(run.run_id, None)
         run.done.set()
 
@@ -463,12 +360,12 @@ class Runner:
     async def _db(self, call) -> Any:
         return await through_blips(call, stopping=self._stop.is_set, down=lambda exc: self.health.down(COMPONENT, exc))
 
-    def _spawn(self, coro, run: RunState | None, table: TableState | None, slot: _Slot) -> None:
+    def _spawn(self, coro, run: RunState | None, table: TableState | None, slot: Slot) -> None:
         task = asyncio.get_running_loop().create_task(self._guarded(coro, run, table, slot))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _guarded(self, coro, run: RunState | None, table: TableState | None, slot: _Slot) -> None:
+    async def _guarded(self, coro, run: RunState | None, table: TableState | None, slot: Slot) -> None:
         """A job task never dies silently: whatever it raises, its table fails with the reason,
         its slot is given back and the run goes on to its end."""
         try:

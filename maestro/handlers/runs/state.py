@@ -97,3 +97,36 @@ class RunnerConfig:
     early_poll_max: float = 1.0
     # Server-side waits after wait_after (Google); off: polling capped at early_poll_max throughout.
     server_wait: bool = True
+
+
+class Slot:
+    """One job's place among the workers, given back exactly once however its task ends."""
+
+    def __init__(self, runner: Any, run: RunState | None) -> None:
+        self.runner, self.run, self.held = runner, run, True
+        runner.in_flight += 1
+        if run is not None:
+            run.in_flight += 1
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            self.runner.in_flight -= 1
+            if self.run is not None:
+                self.run.in_flight -= 1
+
+
+def extract_config(table: TableState, run_id: str, bucket: str) -> JobConfig:
+    """The extract job that follows a table's query: its format, compression and file pattern."""
+    settings = table.extract or {}
+    fmt = settings.get("format", "csv")
+    compression = settings.get("compression", "none")
+    suffix = {"csv": "csv", "ndjson": "json", "avro": "avro", "parquet": "parquet"}[fmt]
+    if compression == "gzip" and fmt in ("csv", "ndjson"):
+        suffix += ".gz"
+    dataset, name = table.config.destination.split(".")[-2:]
+    uri = f"gs://{bucket}/extracts/{dataset}/{name}/{run_id}/part-*.{suffix}"
+    return JobConfig(
+        kind="extract", project=table.config.project, source=table.config.destination,
+        destination_uris=[uri], format=fmt, compression=compression, labels=table.config.labels,
+    )
