@@ -130,6 +130,15 @@ class RunSkipped(Event):
     detail: str = ""
 
 
+class FrequencyUnschedulable(Event):
+    """The scheduler cannot compute a frequency's slots from its stored settings (say, a spec
+    stored before today's bounds); it skips the frequency until the settings change. Recorded
+    once per distinct settings, on ``schedule-<frequency>-<digest of the settings>``."""
+
+    frequency_id: str
+    reason: str
+
+
 class RunCancelRequested(Event):
     run_id: str
     reason: str = ""

@@ -97,3 +97,6 @@ async def test_a_frequency_that_cannot_be_scheduled_does_not_stop_the_others(cli
     started = await scheduler.tick(later)
     assert [r.split("-")[0] for r in started] == [good]
     assert scheduler.unschedulable == [bad]
+    await scheduler.tick(later + dt.timedelta(seconds=1))  # recorded once, not at every tick
+    rows = await runtime.pool.fetch("SELECT data FROM events WHERE type = 'FrequencyUnschedulable'")
+    assert len(rows) == 1 and bad in rows[0]["data"] and "offset" in rows[0]["data"]

@@ -15,12 +15,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import hashlib
 import logging
 
 import orjson
 
+from maestro.errors import ConcurrencyConflict
 from maestro.events.catalog import FrequencySpec
 from maestro.events.model import Metadata
+from maestro.events.runs import FrequencyUnschedulable
+from maestro.events.store import NO_STREAM
 from maestro.handlers.runs.overlap import decide_slot, release_queued
 from maestro.handlers.runs.service import RunService
 from maestro.health import Health
@@ -69,9 +73,10 @@ class Scheduler:
                 # A frequency that never ran owes the slots after its creation, not before.
                 last = row["slot"] or slot_at_or_before(schedule, row["created_at"])
                 due = due_slots(schedule, last, now, spec.missed)
-            except Exception:  # one frequency that cannot be scheduled must not stop the others
+            except Exception as exc:  # one frequency that cannot be scheduled must not stop the others
                 log.exception("frequency cannot be scheduled", extra={"frequency_id": row["frequency_id"]})
                 self.unschedulable.append(row["frequency_id"])
+                await self._record_unschedulable(row["frequency_id"], row["spec"], exc)
                 continue
             for slot in due:
                 try:
@@ -89,6 +94,17 @@ class Scheduler:
                         "run_id": decision.run_id, "slot": slot.isoformat(), "blocking_run_id": decision.blocking_run_id,
                     })
         return started
+
+    async def _record_unschedulable(self, frequency_id: str, spec: str, exc: Exception) -> None:
+        """Once per distinct settings (the stream is named after them): the audit log says why
+        the frequency does not run, not only the process log."""
+        digest = hashlib.sha256(spec.encode()).hexdigest()[:16]
+        reason = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+        event = FrequencyUnschedulable(frequency_id=frequency_id, reason=str(reason)[:2000])
+        with contextlib.suppress(ConcurrencyConflict):
+            await self.runs.store.append(
+                f"schedule-{frequency_id}-{digest}", NO_STREAM, [event], Metadata(actor="system:scheduler")
+            )
 
     async def _loop(self) -> None:
         while not self._stop.is_set():
