@@ -15,6 +15,9 @@ from typing import Any
 from maestro.adapters import google, localstack
 from maestro.adapters.bigquery import BigQueryJobs, expand_extract_uris, job_id_for
 from maestro.adapters.postgres import LeaderLock
+from maestro.events.config import ConfigNotApplied
+from maestro.events.model import Metadata
+from maestro.events.store import ANY_VERSION
 from maestro.handlers.runs.runner import Runner, RunnerConfig
 from maestro.handlers.runs.scheduler import Scheduler
 from maestro.runtime import Runtime
@@ -53,9 +56,16 @@ class Services:
         """
         try:
             conn = await _connect(self.runtime, self.stack)
-        except Exception:
+        except Exception as exc:
             log.exception("the new BigQuery configuration cannot be used; keeping the old one")
+            self.runtime.health.down("bigquery", exc)
+            reason = getattr(exc, "message", None) or type(exc).__name__
+            with contextlib.suppress(Exception):  # the health entry says it if this cannot land
+                await self.runtime.store.append("config-apply-bigquery", ANY_VERSION, [ConfigNotApplied(
+                    section="bigquery", reason=f"{reason}; keeping the previous configuration")],
+                    Metadata(actor="system:services"))
             return
+        self.runtime.health.forget("bigquery")
         if conn.stack is not None and self.stack is None:
             self.stack, self.owns_stack = conn.stack, True
         self.bigquery.use(conn.client, location=conn.location)

@@ -274,3 +274,11 @@ class ConfigRemoved(Event):
 CONFIG_EVENT_TYPES = frozenset(
     {"ConfigChanged", "ConfigSecretsRotated", "ConfigSecretsCleared", "ConfigRemoved"}
 )
+
+
+class ConfigNotApplied(Event):
+    """A process could not apply a configuration change (the new BigQuery credentials do not
+    connect, say) and keeps the previous one. On ``config-apply-<section>``, any version."""
+
+    section: str
+    reason: str

@@ -50,3 +50,24 @@ async def test_bigquery_section_switches_the_running_clients(client, runtime, se
     await _until(lambda: services.target == "local")
     assert services.bigquery.client.project == "maestro-local"
     assert runtime.runs.project == "maestro-local"
+
+
+async def test_a_bigquery_section_that_cannot_connect_is_recorded_and_the_old_one_kept(client, runtime, services) -> None:
+    broken = json.loads(_service_account("acme-data"))
+    broken["private_key"] = "-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n"
+    resp = await client.put("/api/v1/config/bigquery", json={
+        "service_account_json": json.dumps(broken), "project": "acme-data",
+    })
+    assert resp.status == 200, await resp.text()
+
+    async def recorded() -> list:
+        return await runtime.pool.fetch("SELECT data FROM events WHERE type = 'ConfigNotApplied'")
+
+    for _ in range(200):
+        if await recorded():
+            break
+        await asyncio.sleep(0.05)
+    rows = await recorded()
+    assert len(rows) == 1 and "keeping the previous configuration" in rows[0]["data"]  # before: only logged
+    assert services.target == "local"
+    assert runtime.health.snapshot()["bigquery"].state == "down"

@@ -86,7 +86,9 @@ class Scheduler:
                         Metadata(actor="system:scheduler"),
                     )
                 except Exception:
+                    # Tried again at the next tick (the slot stays owed); health says so meanwhile.
                     log.exception("could not plan a run", extra={"frequency_id": row["frequency_id"]})
+                    self.unschedulable.append(row["frequency_id"])
                     continue
                 if decision is not None:
                     started.append(decision.run_id)
