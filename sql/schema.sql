@@ -305,7 +305,8 @@ CREATE TABLE public.jobs (
     destination_uris jsonb DEFAULT '[]'::jsonb NOT NULL,
     error text,
     reason text,
-    retryable boolean
+    retryable boolean,
+    progress jsonb
 );
 
 --
@@ -355,7 +356,8 @@ CREATE TABLE public.run_tables (
     attempt integer DEFAULT 0 NOT NULL,
     error text,
     updated_at timestamp with time zone NOT NULL,
-    retry_base integer DEFAULT 0 NOT NULL
+    retry_base integer DEFAULT 0 NOT NULL,
+    progress jsonb
 );
 
 --
@@ -631,6 +633,12 @@ CREATE INDEX jobs_run ON public.jobs USING btree (run_id);
 --
 
 CREATE INDEX jobs_table ON public.jobs USING btree (table_id, planned_at DESC);
+
+--
+-- Name: jobs_table_kind; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX jobs_table_kind ON public.jobs USING btree (table_id, kind, finished_at DESC) WHERE (state = 'succeeded'::text);
 
 --
 -- Name: jobs_unfinished; Type: INDEX; Schema: public; Owner: -

@@ -81,6 +81,12 @@ class Incremental:
     inclusive: bool = False
     up_to: Any = None
     column_type: str | None = None
+    # PostgreSQL's late commits: also rows above ``floor`` (and up to ``after``) whose inserting
+    # transaction the earlier snapshot ``unseen_in`` did not see. Rows carry 32-bit xids;
+    # ``xid_horizon`` (the xmax of the snapshot reading now) gives them their epoch.
+    floor: Any = None
+    unseen_in: str | None = None
+    xid_horizon: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,10 +152,18 @@ class ImportQuery:
         bounds: list[Any] = []
         if incremental is not None:
             column = self.quote(incremental.column)
+            if incremental.floor is not None:
+                conditions.append(f"{column} > {self._placeholder(len(bounds) + 1, incremental, copy)}")
+                bounds.append(incremental.floor)
             if incremental.after is not None:
                 op = ">=" if incremental.inclusive else ">"
-                conditions.append(f"{column} {op} {self._placeholder(len(bounds) + 1, incremental, copy)}")
+                after = f"{column} {op} {self._placeholder(len(bounds) + 1, incremental, copy)}"
                 bounds.append(incremental.after)
+                if incremental.unseen_in is not None:
+                    after = f"({after} OR NOT {_unseen(incremental)})"
+                conditions.append(after)
+            elif incremental.unseen_in is not None:
+                conditions.append(f"NOT {_unseen(incremental)}")
             if incremental.up_to is not None:
                 conditions.append(f"{column} <= {self._placeholder(len(bounds) + 1, incremental, copy)}")
                 bounds.append(incremental.up_to)
@@ -314,6 +328,22 @@ def _render_list(select: exp.Select, dialect: SourceDialect) -> str:
             item = exp.alias_(item.copy(), item.this.name, quoted=True)
         items.append(item.sql(dialect=dialect, identify=True))
     return ", ".join(items)
+
+
+_SNAPSHOT = re.compile(r"\d{1,20}:\d{1,20}:(\d{1,20}(,\d{1,20})*)?")
+
+
+def _unseen(incremental: Incremental) -> str:
+    """``pg_visible_in_snapshot(<the row's xid8>, '<unseen_in>')``: the row's inserting transaction
+    had committed when that snapshot was taken. The row's 32-bit ``xmin`` takes the epoch of
+    ``xid_horizon``, one less when its low bits are above the horizon's (it is older)."""
+    snapshot, horizon = incremental.unseen_in, incremental.xid_horizon
+    if snapshot is None or not _SNAPSHOT.fullmatch(snapshot) or horizon is None or horizon < 0:
+        raise ValueError(f"a snapshot (xmin:xmax:xip) and an xid horizon are needed, got {snapshot!r}, {horizon!r}")
+    base, low = horizon & ~0xFFFFFFFF, horizon & 0xFFFFFFFF
+    xid = (f"(CASE WHEN xmin::text::bigint > {low} THEN {base - (1 << 32)} ELSE {base} END"
+           " + xmin::text::bigint)")
+    return f"pg_visible_in_snapshot({xid}::text::xid8, '{snapshot}'::pg_snapshot)"
 
 
 def _setting(n: int) -> str:

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, HttpUrl, WithJsonSchema, model_validator
 
 from maestro.events.model import Event
+from maestro.events.runs import LoadField
 
 # BigQuery's naming rules (https://cloud.google.com/bigquery/docs/datasets#dataset-naming,
 # .../tables#table_naming): datasets are ASCII letters, digits and underscores, up to 1,024
@@ -163,17 +164,55 @@ class DatabaseExport(_Model):
 
 
 class ImportSettings(_Model):
+    """Where an import table reads and how (docs/imports.md).
+
+    ``query`` is the original's restricted SELECT in the source's own dialect (a select list, one
+    FROM table, WHERE, LIMIT; maestro.catalog.import_query). Empty: the whole ``source_table``,
+    or the table named like the import table. ``select`` and ``where`` are the earlier form of
+    the same query (``SELECT <select> FROM <source_table> WHERE <where>``), still accepted.
+    """
+
     source_database: str = Field(min_length=1)
-    source_table: str = Field(min_length=1)
+    source_table: str = ""  # [schema.]table; the query's FROM when a query is given
+    query: str = Field("", max_length=64 * 1024)
     select: str = "*"
     where: str = ""
-    id_column: ColumnName | None = None  # incremental import when set
+    # Incremental import (append) by this id or timestamp column when set; else full (replace).
+    id_column: ColumnName | None = None
+    # A scheduled run whose slot meets one of these re-imports in full (truncate, then append).
     reimport_conditions: list[Condition] = []
+    # When the source's columns differ from what the table was loaded with (appends only; a full
+    # import replaces the table's schema): add the new columns, re-import in full, or fail.
+    on_schema_change: Literal["add_columns", "reimport", "fail"] = "add_columns"
+    # MySQL incremental imports: rows are imported once they are this many seconds old in the
+    # importer's eyes (a transaction committing later than that may be missed; docs/imports.md).
+    settle_seconds: int = Field(30, ge=0, le=86400)
+
+    @property
+    def incremental(self) -> bool:
+        return self.id_column is not None
+
+    def query_text(self, table_name: str) -> tuple[str, str | None]:
+        """(query, table for an empty query) as maestro.catalog.import_query parses them."""
+        if self.query.strip():
+            return self.query, None
+        table = self.source_table or table_name
+        if self.select.strip() in ("", "*") and not self.where.strip():
+            return "", table
+        where = f" WHERE {self.where}" if self.where.strip() else ""
+        return f"SELECT {self.select or '*'} FROM {table}{where}", None
 
 
 class ExternalSettings(_Model):
-    format: Literal["csv", "ndjson"] = "csv"
+    format: Literal["csv", "ndjson", "parquet", "avro"] = "csv"
     wait_timeout: int = Field(3600, ge=60, le=10800)
+    # CSV: header lines to skip (None: autodetection decides). Columns: autodetected unless
+    # declared here (CSV, NDJSON; Parquet and Avro files carry their own).
+    skip_leading_rows: int | None = Field(None, ge=0, le=1000)
+    schema_fields: list[LoadField] = Field(default_factory=list, alias="schema", max_length=10000)
+    delete_after_load: bool = True  # the uploaded object, once its load has ended
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
 
 class TableSpec(_Model):
@@ -233,6 +272,11 @@ class TableSpec(_Model):
                 raise ValueError("an external table needs external settings")
             if self.query.strip() or self.import_settings is not None:
                 raise ValueError("an external table takes no query or import settings")
+        if self.kind != "summary":
+            steps = [k for k in ("extract", "sheets_export", "db_export") if getattr(self, k) is not None]
+            if steps:
+                raise ValueError(f"{', '.join(steps)}: only a summary table has steps after its run "
+                                 "(read this table from a summary table that extracts or exports)")
         if self.legacy_sql and (self.partitioning is not None or self.clustering):
             raise ValueError("partitioning and clustering need standard SQL")
         for key in ("depends_on", "not_dependencies"):

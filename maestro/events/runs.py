@@ -16,7 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from maestro.events.model import Event
 
-JobKind = Literal["query", "extract", "load"]
+# query / extract / load: BigQuery jobs. import: read a source database into a Parquet file in
+# Cloud Storage, then load it (a load job of its own, planned by the import). external: wait for
+# an external table's upload to be loaded (maestro.handlers.runs.external).
+JobKind = Literal["query", "extract", "load", "import", "external"]
 RunTrigger = Literal["schedule", "manual", "table", "retry"]
 RunStatus = Literal["succeeded", "failed", "cancelled"]
 
@@ -40,6 +43,45 @@ class LoadField(_Model):
     type: FieldType
     mode: Literal["NULLABLE", "REQUIRED", "REPEATED"] = "NULLABLE"
     fields: list[LoadField] = []  # RECORD / STRUCT members
+
+
+class ImportSpec(_Model):
+    """What an import job reads: the table's import settings as planned (later edits do not
+    change a planned run), with the query checked and the source resolved at plan time."""
+
+    source_database: str
+    dialect: Literal["postgres", "mysql"]
+    query: str = ""  # the restricted SELECT; "" with ``table``: the whole table
+    table: str | None = None
+    id_column: str | None = None  # incremental (append) by this column, else full (replace)
+    on_schema_change: Literal["add_columns", "reimport", "fail"] = "add_columns"
+    settle_seconds: int = 30
+    # Re-import in full (a reimport condition held at the run's slot, or one was requested).
+    reimport: bool = False
+    reimport_reason: str = ""
+
+
+class Watermark(_Model):
+    """How far an incremental import has loaded; recorded only in the load's ``JobSucceeded``.
+
+    ``value``: the greatest value of ``column`` loaded (JSON: a number, or text for decimals and
+    times). PostgreSQL: ``snapshot`` is the ``pg_snapshot`` the rows were read in, and ``floor``
+    the value below which no row can still appear; the next import also reads rows above
+    ``floor`` whose transaction ``snapshot`` did not see. MySQL: ``observed`` (at
+    ``observed_at``) is the column's greatest value when last looked at; it becomes the upper bound once
+    ``settle_seconds`` old; ``boundary`` fingerprints the rows loaded at ``value`` (read again
+    with ``>=``, and dropped)."""
+
+    column: str
+    value: Any = None
+    snapshot: str | None = None
+    floor: Any = None
+    observed: Any = None
+    observed_at: dt.datetime | None = None
+    boundary: list[str] = []
+    fields: list[LoadField] = []  # the table's columns as loaded (schema changes compare to it)
+    # Every earlier import snapshot still holding transactions in flight: (value, snapshot).
+    open_snapshots: list[tuple[Any, str]] = []
 
 
 class JobConfig(_Model):
@@ -70,6 +112,15 @@ class JobConfig(_Model):
     enable_list_inference: bool = True  # Parquet LIST -> REPEATED (not a record of "list.element")
     decimal_target_types: list[Literal["NUMERIC", "BIGNUMERIC", "STRING"]] = []  # [] BigQuery's default
     schema_update_options: list[Literal["ALLOW_FIELD_ADDITION", "ALLOW_FIELD_RELAXATION"]] = []
+    # load jobs: delete the source objects (at these generations) once the load has ended
+    delete_source: bool = False
+    source_generations: list[int] = []
+    import_job_id: str | None = None  # the import job this load belongs to
+    watermark: Watermark | None = None  # recorded by the load's JobSucceeded
+    # import jobs
+    import_spec: ImportSpec | None = None
+    # external waits: how long a run waits for the table's upload to be loaded
+    wait_timeout: int = 0
     # which retry policy applies
     max_attempts: int = Field(3, ge=1, le=20)
 
@@ -195,6 +246,8 @@ class JobSucceeded(Event):
     table_id: str
     statistics: JobStatistics
     destination_uris: list[str] = []  # extract jobs: the files written
+    # A load of an incremental import: the watermark advances here and nowhere else.
+    watermark: Watermark | None = None
 
 
 class JobFailed(Event):

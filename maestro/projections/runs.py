@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import orjson
 
+from maestro.events.imports import ImportProgress, ImportStarted, ImportUploaded, LoadSourceDeleted
 from maestro.events.model import RecordedEvent
 from maestro.events.runs import (
     JobCancelled,
@@ -34,6 +35,7 @@ class RunsProjection(Projection):
         {
             "RunPlanned", "RunQueued", "RunSkipped", "RunCancelRequested", "RunRetryRequested", "RunFinished",
             "JobPlanned", "JobSubmitted", "JobSucceeded", "JobFailed", "JobCancelled", "JobSkipped",
+            "ImportStarted", "ImportProgress", "ImportUploaded", "LoadSourceDeleted",
         }
     )
     tables = ("run_tables", "jobs", "runs")
@@ -113,7 +115,18 @@ class RunsProjection(Projection):
                     e.job_id, e.run_id, e.table_id, e.attempt, e.config.kind,
                     e.config.model_dump_json(), e.owner_id, e.group_id, at,
                 )
-                if e.run_id is not None:
+                if e.config.import_job_id is not None:  # an import's load: the import's progress
+                    await self._progress(conn, e.config.import_job_id, {"phase": "loading", "load_job_id": e.job_id})
+                elif e.run_id is not None and e.config.kind in ("import", "external"):
+                    phase = "waiting" if e.config.kind == "import" else "waiting for the upload"
+                    await conn.execute(
+                        "UPDATE run_tables SET state = 'running', job_id = $3, attempt = $4, error = NULL, "
+                        "updated_at = $5, progress = $6::jsonb WHERE run_id = $1 AND table_id = $2",
+                        e.run_id, e.table_id, e.job_id, e.attempt, at, orjson.dumps({"phase": phase}).decode(),
+                    )
+                    await conn.execute("UPDATE jobs SET progress = $2::jsonb WHERE job_id = $1",
+                                       e.job_id, orjson.dumps({"phase": phase}).decode())
+                elif e.run_id is not None:
                     state = "planned" if e.config.kind == "query" else "extracting"
                     await conn.execute(
                         "UPDATE run_tables SET state = $3, job_id = $4, attempt = $5, error = NULL, "
@@ -126,15 +139,18 @@ class RunsProjection(Projection):
                     "RETURNING run_id, table_id, kind",
                     e.job_id, at, e.adopted,
                 )
-                if row is not None and row["run_id"] is not None and row["kind"] == "query":
+                if row is not None and row["run_id"] is not None and row["kind"] == "query":  # not an import's load
                     await self._table_state(conn, row["run_id"], row["table_id"], "running", None, at)
             elif isinstance(e, JobSucceeded):
-                kind = await conn.fetchval(
+                job = await conn.fetchrow(
                     "UPDATE jobs SET state = 'succeeded', finished_at = $2, statistics = $3::jsonb, "
-                    "destination_uris = $4::jsonb WHERE job_id = $1 RETURNING kind",
+                    "destination_uris = $4::jsonb WHERE job_id = $1 RETURNING kind, config->>'import_job_id' AS import_job",
                     e.job_id, at, e.statistics.model_dump_json(), orjson.dumps(e.destination_uris).decode(),
                 )
-                if e.run_id is not None:
+                kind = job["kind"] if job is not None else None
+                if job is not None and job["import_job"] is not None:
+                    await self._progress(conn, job["import_job"], {"phase": "cleaning", "loaded_rows": e.statistics.output_rows})
+                elif e.run_id is not None:
                     has_extract = await conn.fetchval(
                         "SELECT extract IS NOT NULL FROM run_tables WHERE run_id = $1 AND table_id = $2",
                         e.run_id, e.table_id,
@@ -150,7 +166,7 @@ class RunsProjection(Projection):
                     e.job_id, at, e.message, e.reason,
                     e.statistics.model_dump_json() if e.statistics else None, e.retryable,
                 )
-                if e.run_id is not None:
+                if e.run_id is not None and not await self._is_import_load(conn, e.job_id):
                     await self._table_state(conn, e.run_id, e.table_id, "failed", e.message, at)
             elif isinstance(e, JobCancelled):
                 await conn.execute(
@@ -158,13 +174,49 @@ class RunsProjection(Projection):
                     "statistics = coalesce($3::jsonb, statistics) WHERE job_id = $1",
                     e.job_id, at, e.statistics.model_dump_json() if e.statistics else None,
                 )
-                if e.run_id is not None:
+                if e.run_id is not None and not await self._is_import_load(conn, e.job_id):
                     await self._table_state(conn, e.run_id, e.table_id, "cancelled", None, at)
             elif isinstance(e, JobSkipped):
                 if e.run_id is not None:
                     detail = f"{e.reason}: {e.detail}" if e.detail else e.reason
                     state = "cancelled" if e.reason == "cancelled" else "skipped"
                     await self._table_state(conn, e.run_id, e.table_id, state, detail, at)
+
+            elif isinstance(e, ImportStarted):
+                await self._progress(conn, e.job_id, {
+                    "phase": "reading", "read": e.read, "full": e.full, "reason": e.reason, "rows": 0, "bytes": 0,
+                })
+            elif isinstance(e, ImportProgress):
+                await self._progress(conn, e.job_id, {"phase": "reading", "rows": e.rows, "bytes": e.bytes})
+            elif isinstance(e, ImportUploaded):
+                await self._progress(conn, e.job_id, {
+                    "phase": "uploaded", "rows": e.rows, "bytes": e.bytes, "uri": e.uri, "generation": e.generation,
+                    "read_seconds": e.seconds,
+                })
+            elif isinstance(e, LoadSourceDeleted):
+                import_job = await conn.fetchval("SELECT config->>'import_job_id' FROM jobs WHERE job_id = $1", e.job_id)
+                if import_job is not None:
+                    await self._progress(conn, import_job, {"phase": "cleaned"})
+
+    @staticmethod
+    async def _is_import_load(conn: Connection, job_id: str) -> bool:
+        return bool(await conn.fetchval(
+            "SELECT config->>'import_job_id' IS NOT NULL FROM jobs WHERE job_id = $1", job_id))
+
+    @staticmethod
+    async def _progress(conn: Connection, job_id: str, changes: dict) -> None:
+        """Merge ``changes`` into an import (or wait) job's progress, and its run table's."""
+        data = orjson.dumps(changes).decode()
+        row = await conn.fetchrow(
+            "UPDATE jobs SET progress = coalesce(progress, '{}'::jsonb) || $2::jsonb WHERE job_id = $1 "
+            "RETURNING run_id, table_id, progress::text",
+            job_id, data,
+        )
+        if row is not None and row["run_id"] is not None:
+            await conn.execute(
+                "UPDATE run_tables SET progress = $3::jsonb WHERE run_id = $1 AND table_id = $2 AND job_id = $4",
+                row["run_id"], row["table_id"], row["progress"], job_id,
+            )
 
     @staticmethod
     async def _table_state(conn: Connection, run_id: str, table_id: str, state: str, error: str | None, at) -> None:

@@ -106,7 +106,8 @@ async def test_apply_creates_the_catalog_from_a_folder(runtime: Runtime, tmp_pat
     assert daily["partitioning"] == {"type": "column", "column": "day", "granularity": "DAY"}
     assert daily["labels"] == {"team": "growth", "tier": "gold"}
     assert specs["crm.accounts"]["import"]["id_column"] == "id"
-    assert specs["raw.events"]["external"] == {"format": "ndjson", "wait_timeout": 600}
+    external = specs["raw.events"]["external"]
+    assert (external["format"], external["wait_timeout"], external["delete_after_load"]) == ("ndjson", 600, True)
     # Every event is a normal, attributed catalog event; dependencies resolved whatever the order.
     actors = await runtime.pool.fetch("SELECT DISTINCT type, metadata->>'actor' AS actor FROM events")
     assert {(r["type"], r["actor"]) for r in actors} == {("TableCreated", "cli:tester")}
