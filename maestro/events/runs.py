@@ -49,8 +49,7 @@ class ImportSpec(_Model):
     """What an import job reads: the table's import settings as planned (later edits do not
     change a planned run), with the query checked and the source resolved at plan time."""
 
-    source_database: str
-    dialect: Literal["postgres", "mysql"]
+    source_database: str  # resolved when the import runs (its driver says the query's dialect)
     query: str = ""  # the restricted SELECT; "" with ``table``: the whole table
     table: str | None = None
     id_column: str | None = None  # incremental (append) by this column, else full (replace)

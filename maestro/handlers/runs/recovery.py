@@ -33,16 +33,18 @@ async def recover(runner: Runner) -> None:
     pool = runner.pool
     for row in await pool.fetch("SELECT run_id FROM runs WHERE status = 'running'"):
         await load_run(runner, row["run_id"])
+    # An import's load is driven by its import (which re-attaches it when the import resumes).
     unfinished = await pool.fetch(
-        "SELECT job_id, run_id, table_id, attempt, config::text, state, planned_at, submitted_at FROM jobs "
-        "WHERE state IN ('planned', 'submitted')"
+        "SELECT job_id, run_id, table_id, attempt, kind, config::text, state, planned_at, submitted_at FROM jobs "
+        "WHERE state IN ('planned', 'submitted') AND config->>'import_job_id' IS NULL"
     )
     listed = await _list_states(runner, min((j["planned_at"] for j in unfinished), default=None))
     executor = runner.executor
     # Re-attach first: every unfinished job is looked up (listed, or one jobs.get) before any
     # job BigQuery never saw is inserted.
-    executor.unattached = len(unfinished)
-    if unfinished:
+    # (imports and external waits are not BigQuery jobs: nothing to look up for them)
+    executor.unattached = sum(1 for j in unfinished if j["kind"] not in ("import", "external"))
+    if executor.unattached:
         executor.attached.clear()
     else:
         executor.attached.set()
@@ -106,7 +108,7 @@ async def load_run(runner: Runner, run_id: str) -> RunState | None:
     for t in tables.values():
         if t.state == "failed" and t.job_id is not None:
             job = await pool.fetchrow("SELECT retryable, kind FROM jobs WHERE job_id = $1", t.job_id)
-            if job is not None and job["retryable"] and job["kind"] == "query" and t.may_retry():
+            if job is not None and job["retryable"] and job["kind"] in ("query", "import") and t.may_retry():
                 t.state = "pending"
     run = RunState(run_id, tables, run_row["workers"], run_row["cancel_requested"])
     run.round = await pool.fetchval(

@@ -33,6 +33,8 @@ from maestro.events.runs import (
 )
 from maestro.events.store import ANY_VERSION, NO_STREAM, EventStore
 from maestro.handlers.runs.executor import Jobs, JobExecutor, Outcome, failure
+from maestro.handlers.runs.external import wait_external
+from maestro.handlers.runs.imports import ImportContext, run_import
 from maestro.handlers.runs.journal import append_through_blips, metadata, through_blips
 from maestro.handlers.runs.recovery import recover
 from maestro.handlers.runs.follow import COMPONENT, follow
@@ -65,6 +67,7 @@ class Runner:
         extract_files=None,
         ensure_dataset=None,
         health: Health | None = None,
+        imports: ImportContext | None = None,
     ) -> None:
         self.store = store
         self.pool = store.pool
@@ -75,6 +78,7 @@ class Runner:
             ensure_dataset=ensure_dataset,
         )
         self._config = config
+        self.imports = imports  # sources and storage for import tables (maestro.handlers.runs.imports)
         self.health = health or Health()
         self.runs: dict[str, RunState] = {}
         self._ready: list[tuple[int, str, str]] = []  # (-priority, run id, table id)
@@ -206,7 +210,7 @@ class Runner:
             heapq.heappush(self._ready, item)
 
     async def _start_job(self, run: RunState, table: TableState, slot: Slot) -> None:
-        job_id = self.job_id_for(run.run_id, table.table_id, table.attempt, "query")
+        job_id = self.job_id_for(run.run_id, table.table_id, table.attempt, table.config.kind)
         table.job_id = job_id  # from here on, a failure of this task is this job's
         deleted = await self._db(lambda: self.pool.fetchval(
             "SELECT deleted FROM catalog_tables WHERE table_id = $1", table.table_id
@@ -263,11 +267,17 @@ class Runner:
         planned_at: float | None = None, submitted_at: float | None = None,
     ) -> None:
         run_id = run.run_id if run is not None else None
-        outcome = await self.executor.execute(
-            job_id, run_id, config, submitted=submitted, recovered=recovered, known=known,
-            planned_at=planned_at, submitted_at=submitted_at,
-            cancelled=(lambda: run.cancel_requested) if run is not None else (lambda: False),
-        )
+        cancelled = (lambda: run.cancel_requested) if run is not None else (lambda: False)
+        if config.kind == "import":
+            outcome = await run_import(self, job_id, run_id, table_id, config, cancelled=cancelled)
+        elif config.kind == "external":
+            outcome = await wait_external(
+                self, job_id, run_id, table_id, config, planned_at=planned_at, cancelled=cancelled)
+        else:
+            outcome = await self.executor.execute(
+                job_id, run_id, config, submitted=submitted, recovered=recovered, known=known,
+                planned_at=planned_at, submitted_at=submitted_at, cancelled=cancelled,
+            )
         await self._record(job_id, run, table, table_id, config, outcome, slot)
 
     async def _record_submitted(self, job_id: str, run_id: str | None, adopted: bool) -> None:
@@ -307,7 +317,7 @@ class Runner:
             ), once=True)
             slot.release()
             if run is not None and table is not None:
-                if outcome.retryable and config.kind == "query" and table.may_retry():
+                if outcome.retryable and config.kind in ("query", "import") and table.may_retry():
                     await asyncio.sleep(self.config.retry_delay * (table.attempt - table.retry_base))
                     run.moved(table, "pending")
                 else:

@@ -18,7 +18,7 @@ import orjson
 from maestro.errors import ConcurrencyConflict, Conflict, NotFound
 from maestro.events.catalog import FrequencySpec, TableSpec
 from maestro.events.model import Metadata
-from maestro.events.runs import JobConfig, PlannedTable, RunCancelRequested, RunPlanned, RunRetryRequested, RunSkipped
+from maestro.events.runs import ImportSpec, JobConfig, PlannedTable, RunCancelRequested, RunPlanned, RunRetryRequested, RunSkipped
 from maestro.events.store import NO_STREAM, EventStore
 from maestro.handlers.catalog.service import CatalogService
 from maestro.scheduling import conditions_hold, run_id_for
@@ -43,7 +43,11 @@ def label_value(value: str) -> str:
     return _LABEL.sub("_", value.lower())[:63]
 
 
-def job_config(table_id: str, spec: TableSpec, project: str, run_id: str | None) -> JobConfig:
+def job_config(
+    table_id: str, spec: TableSpec, project: str, run_id: str | None, *, at: dt.datetime | None = None,
+) -> JobConfig:
+    """The job a table's run starts with: its query, its import (read, then a load), or the wait
+    for its external upload. ``at``: the run's slot, which a reimport condition is checked at."""
     labels = {
         **spec.labels,
         "maestro_table": label_value(table_id),
@@ -51,12 +55,37 @@ def job_config(table_id: str, spec: TableSpec, project: str, run_id: str | None)
         "maestro_owner": label_value(spec.owner_id or "none"),
         "maestro_group": label_value(spec.group_id or "none"),
     }
+    destination = f"{spec.project or project}.{spec.dataset}.{spec.name}"
+    if spec.kind == "import":
+        settings = spec.import_settings
+        assert settings is not None
+        query, table = settings.query_text(spec.name)
+        reimport = bool(settings.reimport_conditions and at is not None
+                        and conditions_hold(settings.reimport_conditions, at, spec.timezone))
+        return JobConfig(
+            kind="import", project=project, destination=destination,
+            write_disposition="WRITE_APPEND" if settings.incremental else "WRITE_TRUNCATE",
+            partitioning=spec.partitioning.model_dump() if spec.partitioning else None,
+            clustering=list(spec.clustering), labels=labels, max_attempts=spec.max_attempts,
+            import_spec=ImportSpec(
+                source_database=settings.source_database, query=query, table=table,
+                id_column=settings.id_column, on_schema_change=settings.on_schema_change,
+                settle_seconds=settings.settle_seconds, reimport=reimport,
+                reimport_reason="a reimport condition holds at the run's slot" if reimport else "",
+            ),
+        )
+    if spec.kind == "external":
+        assert spec.external is not None
+        return JobConfig(
+            kind="external", project=project, destination=destination, labels=labels,
+            wait_timeout=spec.external.wait_timeout, max_attempts=1,
+        )
     return JobConfig(
         kind="query",
         project=project,
         query=spec.query,
         legacy_sql=spec.legacy_sql,
-        destination=f"{spec.project or project}.{spec.dataset}.{spec.name}",
+        destination=destination,
         write_disposition="WRITE_APPEND" if spec.write_disposition == "append" else "WRITE_TRUNCATE",
         partitioning=spec.partitioning.model_dump() if spec.partitioning else None,
         clustering=list(spec.clustering),
@@ -182,12 +211,8 @@ class RunService:
         await self.catalog.refresh()
         graph = self.catalog.deps.graph
         priorities = graph.priorities()
-        runnable = {}
-        for tid, spec in specs.items():
-            if spec.kind != "summary":
-                skipped[tid] = f"{spec.kind} tables are loaded by the importer, not by query runs"
-            else:
-                runnable[tid] = spec
+        runnable = dict(specs)
+        at = slot or dt.datetime.now(dt.timezone.utc)
         tables = []
         for tid, spec in sorted(runnable.items()):
             ancestors = graph.ancestors(tid) if tid in graph else set()
@@ -199,7 +224,7 @@ class RunService:
                     # Ordering within the run: every ancestor that is in the run, also through
                     # tables of other frequencies that are not.
                     parents=sorted(ancestors & runnable.keys()),
-                    config=job_config(tid, spec, self.project, run_id),
+                    config=job_config(tid, spec, self.project, run_id, at=at),
                     extract=spec.extract.model_dump(mode="json") if spec.extract else None,
                     owner_id=spec.owner_id,
                     group_id=spec.group_id,
