@@ -18,6 +18,7 @@ from maestro.adapters.postgres import LeaderLock
 from maestro.events.config import ConfigNotApplied
 from maestro.events.model import Metadata
 from maestro.events.store import ANY_VERSION
+from maestro.handlers.runs.imports import ImportContext
 from maestro.handlers.runs.runner import Runner, RunnerConfig
 from maestro.handlers.runs.scheduler import Scheduler
 from maestro.runtime import Runtime
@@ -185,6 +186,19 @@ class _Connection:
     stack: localstack.LocalStack | None
 
 
+def _source_database(runtime: Any):
+    """name -> (the database's section, its password) for the importer; None when unknown."""
+
+    def find(name: str) -> tuple[Any, str | None] | None:
+        config = runtime.config
+        section = config.database(name) if config is not None else None
+        if section is None:
+            return None
+        return section, config.secret("databases", "password", name=name)
+
+    return find
+
+
 def _server_wait(settings: Any, target: str) -> bool:
     """Server-side waits for Google; polling for local-bigquery, which answers them late when busy
     (docs/benchmarks.md)."""
@@ -247,6 +261,7 @@ async def start_services(runtime: Runtime, *, stack: localstack.LocalStack | Non
         extract_files=files,
         ensure_dataset=jobs.ensure_dataset,
         health=runtime.health,
+        imports=ImportContext(storage=lambda: services.storage, database=_source_database(runtime)),
     )
     scheduler = Scheduler(runtime.runs, tick=settings.scheduler_tick, health=runtime.health)
     services = Services(

@@ -21,7 +21,7 @@ import datetime as dt
 from typing import Any, Literal
 
 from maestro.events.model import Event
-from maestro.events.runs import LoadField
+from maestro.events.runs import LoadField, Watermark
 
 
 class ImportStarted(Event):
@@ -56,6 +56,8 @@ class ImportUploaded(Event):
     bytes: int
     row_groups: int
     seconds: float  # from the read's start to the finished upload
+    # What the load's JobSucceeded will record as the table's watermark (a candidate until then).
+    watermark: Watermark | None = None
 
 
 class ImportSchemaChanged(Event):

@@ -71,7 +71,7 @@ async def open_source(
         conn = await asyncpg.connect(
             **_connect_args(dsn), password=password, timeout=connect_timeout, server_settings=settings,
         )
-    except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+    except (OSError, ValueError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         raise SourceUnavailable(f"cannot connect to the PostgreSQL source: {type(exc).__name__}: {exc}") from exc
     try:
         await conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")

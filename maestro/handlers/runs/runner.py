@@ -34,7 +34,7 @@ from maestro.events.runs import (
 from maestro.events.store import ANY_VERSION, NO_STREAM, EventStore
 from maestro.handlers.runs.executor import Jobs, JobExecutor, Outcome, failure
 from maestro.handlers.runs.external import wait_external
-from maestro.handlers.runs.imports import ImportContext, run_import
+from maestro.handlers.runs.imports import ImportContext, load_job_id, run_import
 from maestro.handlers.runs.journal import append_through_blips, metadata, through_blips
 from maestro.handlers.runs.recovery import recover
 from maestro.handlers.runs.follow import COMPONENT, follow
@@ -340,9 +340,11 @@ class Runner:
     async def cancel(self, run: RunState) -> None:
         run.cancel_requested = True
         for t in run.tables.values():
-            if t.state in ("running", "extracting") and t.job_id is not None:
+            if t.state in ("running", "extracting") and t.job_id is not None and t.config.kind != "external":
+                # An import's BigQuery job is its load (its read stops at the next batch).
+                bq_job = t.job_id if t.config.kind != "import" or t.state == "extracting" else load_job_id(t.job_id)
                 try:
-                    await self.jobs.cancel(t.job_id, project=t.config.project)
+                    await self.jobs.cancel(bq_job, project=t.config.project)
                 except Exception as exc:  # the job ends as it ends; its outcome is recorded then
                     log.warning("could not cancel a job", extra={"job_id": t.job_id, "error": str(exc)})
         await self.advance(run)

@@ -1,0 +1,198 @@
+"""Import tables in runs, end to end: a real source database -> Parquet in the local GCS -> a load
+job on the local BigQuery; full and incremental, PostgreSQL and MariaDB, the watermark only in the
+load's success, files deleted, descendants waiting for the load and isolated by its failure."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiomysql
+import asyncpg
+import pytest
+
+from integration.test_runs import _finished, _rows
+
+
+async def mysql_execute(database: str | None, *statements: str) -> None:
+    conn = await aiomysql.connect(host="127.0.0.1", port=3306, user="root", password="", db=database,
+                                  autocommit=True)
+    try:
+        async with conn.cursor() as cur:
+            for statement in statements:
+                await cur.execute(statement)
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+async def pg_source(fresh_database: tuple[str, str]) -> AsyncIterator[str]:
+    dsn, _ = fresh_database
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("CREATE SCHEMA shop")
+        await conn.execute(
+            "CREATE TABLE shop.orders (id bigserial PRIMARY KEY, amount numeric(10,2), note text, "
+            "at timestamptz DEFAULT now())")
+        await conn.execute("INSERT INTO shop.orders (amount, note) SELECT g * 1.5, 'n' || g FROM generate_series(1, 500) g")
+    finally:
+        await conn.close()
+    yield dsn
+
+
+@pytest.fixture
+async def my_source() -> AsyncIterator[str]:
+    name = f"maestro_i_{uuid.uuid4().hex[:12]}"
+    await mysql_execute(None, f"CREATE DATABASE `{name}`")
+    try:
+        await mysql_execute(
+            name,
+            "CREATE TABLE orders (id bigint unsigned AUTO_INCREMENT PRIMARY KEY, amount decimal(10,2), "
+            "note varchar(50), at datetime(6) DEFAULT CURRENT_TIMESTAMP(6))",
+            "INSERT INTO orders (amount, note) SELECT seq * 1.5, concat('n', seq) FROM seq_1_to_300",
+        )
+        yield f"mysql://root@127.0.0.1:3306/{name}"
+    finally:
+        await mysql_execute(None, f"DROP DATABASE IF EXISTS `{name}`")
+
+
+async def register(client: Any, name: str, driver: str, dsn: str) -> None:
+    if driver == "postgres":
+        dsn, _, password = _split_password(dsn)
+    else:
+        password = ""
+    body = {"name": name, "driver": driver, "dsn": dsn, "landing_dataset": "landing"}
+    if password:
+        body["password"] = password
+    resp = await client.post("/api/v1/databases", json=body)
+    assert resp.status == 201, await resp.text()
+
+
+def _split_password(dsn: str) -> tuple[str, str, str]:
+    """The tests' DSNs carry an empty password ("user:@"): a database entry takes none in its DSN."""
+    from urllib.parse import urlsplit
+
+    password = urlsplit(dsn).password or ""
+    return dsn.replace(f":{password}@", "@", 1), "", password
+
+
+async def import_table(client: Any, dataset: str, name: str, settings: dict, **extra: Any) -> str:
+    resp = await client.post("/api/v1/tables", json={
+        "dataset": dataset, "name": name, "kind": "import", "import": settings, **extra})
+    assert resp.status == 201, await resp.text()
+    return (await resp.json())["id"]
+
+
+async def run_table(client: Any, table_id: str, *, descendants: bool = False) -> dict:
+    resp = await client.post(f"/api/v1/tables/{table_id}/run", json={"descendants": descendants})
+    assert resp.status in (201, 202), await resp.text()
+    return await _finished(client, (await resp.json())["id"], timeout=120)
+
+
+def query(services: Any, sql: str) -> list[dict]:
+    return [dict(r) for r in services.bigquery.client.query(sql, job_retry=None).result()]
+
+
+def _states(run: dict) -> dict:
+    return {t["name"]: (t["state"], t["error"]) for t in run["tables"]}
+
+
+async def _jobs(runtime: Any, table_id: str) -> list[Any]:
+    return await runtime.pool.fetch(
+        "SELECT job_id, kind, state, config, statistics, progress FROM jobs WHERE table_id = $1 ORDER BY planned_at",
+        table_id)
+
+
+async def test_a_postgres_import_runs_full_then_incremental_and_its_child_waits(client, services, runtime, pg_source) -> None:
+    await register(client, "shop", "postgres", pg_source)
+    imp = await import_table(client, "imp_pg", "orders", {
+        "source_database": "shop", "query": "SELECT id, amount, note FROM shop.orders WHERE amount > 3",
+        "id_column": "id"})
+    child = (await (await client.post("/api/v1/tables", json={
+        "dataset": "imp_pg", "name": "total", "query": "SELECT COUNT(*) AS n, SUM(amount) AS s FROM imp_pg.orders"})).json())["id"]
+    run = await run_table(client, imp, descendants=True)
+    assert run["status"] == "succeeded", _states(run)
+    assert _rows(services, "imp_pg.orders") == 498  # amount > 3: ids 3..500
+    assert query(services, "SELECT n FROM `maestro-local.imp_pg.total`")[0]["n"] == 498
+    jobs = await _jobs(runtime, imp)
+    kinds = [(j["kind"], j["state"]) for j in jobs]
+    assert kinds == [("import", "succeeded"), ("load", "succeeded")], kinds
+    import orjson
+
+    load_config = orjson.loads(jobs[1]["config"])
+    assert load_config["write_disposition"] == "WRITE_TRUNCATE" and load_config["watermark"]["value"] == "500"
+    assert orjson.loads(jobs[1]["statistics"])["output_rows"] == 498
+    assert orjson.loads(jobs[0]["progress"])["phase"] == "cleaned"
+    # The uploaded file is gone once loaded.
+    blobs = list(services.storage.list_blobs(services.runner.config.bucket, prefix="imports/imp_pg/orders/"))
+    assert blobs == []
+    # The watermark is recorded in the load's JobSucceeded, and only there.
+    events = await runtime.store.read(f"job-{jobs[1]['job_id']}")
+    assert [e.type for e in events] == ["JobPlanned", "JobSubmitted", "JobSucceeded", "LoadSourceDeleted"]
+    assert events[2].event.watermark.value == "500"
+
+    conn = await asyncpg.connect(pg_source)
+    try:
+        await conn.execute("INSERT INTO shop.orders (amount, note) SELECT g, 'm' || g FROM generate_series(10, 19) g")
+    finally:
+        await conn.close()
+    run = await run_table(client, imp)
+    assert run["status"] == "succeeded", _states(run)
+    assert _rows(services, "imp_pg.orders") == 508
+    assert query(services, "SELECT COUNT(DISTINCT id) AS n FROM `maestro-local.imp_pg.orders`")[0]["n"] == 508
+    load = [j for j in await _jobs(runtime, imp) if j["kind"] == "load"][-1]
+    assert orjson.loads(load["config"])["write_disposition"] == "WRITE_APPEND"
+
+    # Nothing new: an empty append, the watermark stays.
+    run = await run_table(client, imp)
+    assert run["status"] == "succeeded" and _rows(services, "imp_pg.orders") == 508
+
+
+async def test_a_mysql_import_full_and_incremental(client, services, runtime, my_source) -> None:
+    await register(client, "crm", "mysql", my_source)
+    full = await import_table(client, "imp_my", "all_orders", {"source_database": "crm", "source_table": "orders"})
+    inc = await import_table(client, "imp_my", "orders", {
+        "source_database": "crm", "source_table": "orders", "id_column": "id", "settle_seconds": 0})
+    for table in (full, inc):
+        run = await run_table(client, table)
+        assert run["status"] == "succeeded", _states(run)
+    assert _rows(services, "imp_my.all_orders") == 300 and _rows(services, "imp_my.orders") == 300
+    name = my_source.rsplit("/", 1)[1]
+    await mysql_execute(name, "INSERT INTO orders (amount, note) VALUES (1, 'a'), (2, 'b')")
+    for table in (full, inc):
+        run = await run_table(client, table)
+        assert run["status"] == "succeeded", _states(run)
+    assert _rows(services, "imp_my.all_orders") == 302
+    assert _rows(services, "imp_my.orders") == 302
+    assert query(services, "SELECT COUNT(DISTINCT id) AS n FROM `maestro-local.imp_my.orders`")[0]["n"] == 302
+
+
+async def test_an_import_that_fails_isolates_its_descendants_and_moves_no_watermark(client, services, runtime, pg_source) -> None:
+    await register(client, "shop", "postgres", pg_source)
+    imp = await import_table(client, "imp_bad", "orders", {
+        "source_database": "shop", "query": "SELECT id, amount FROM shop.orders", "id_column": "id"})
+    await client.post("/api/v1/tables", json={"dataset": "imp_bad", "name": "child", "query": "SELECT * FROM imp_bad.orders"})
+    conn = await asyncpg.connect(pg_source)
+    try:
+        await conn.execute("ALTER TABLE shop.orders RENAME COLUMN amount TO total")
+    finally:
+        await conn.close()
+    run = await run_table(client, imp, descendants=True)
+    assert run["status"] == "failed"
+    states = _states(run)
+    assert states["imp_bad.orders"][0] == "failed" and "amount" in states["imp_bad.orders"][1]
+    assert states["imp_bad.child"][0] == "skipped" and "upstream_failed" in states["imp_bad.child"][1]
+    assert not [j for j in await _jobs(runtime, imp) if j["kind"] == "load"]
+
+
+async def test_an_unknown_source_fails_the_import_clearly(client, services, runtime) -> None:
+    resp = await client.post("/api/v1/databases", json={
+        "name": "gone", "driver": "postgres", "dsn": "postgres://nobody@127.0.0.1:1/none", "landing_dataset": "x"})
+    assert resp.status == 201
+    imp = await import_table(client, "imp_gone", "t", {"source_database": "gone", "source_table": "t"})
+    run = await run_table(client, imp)
+    state, error = _states(run)["imp_gone.t"]
+    assert state == "failed" and "cannot connect" in error
+    await asyncio.sleep(0)
