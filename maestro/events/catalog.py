@@ -186,7 +186,7 @@ class ImportSettings(_Model):
     on_schema_change: Literal["add_columns", "reimport", "fail"] = "add_columns"
     # MySQL incremental imports: rows are imported once they are this many seconds old in the
     # importer's eyes (a transaction committing later than that may be missed; docs/imports.md).
-    settle_seconds: int = Field(30, ge=0, le=86400)
+    settle_seconds: float = Field(30, ge=0, le=86400)
 
     @property
     def incremental(self) -> bool:

@@ -54,7 +54,7 @@ class ImportSpec(_Model):
     table: str | None = None
     id_column: str | None = None  # incremental (append) by this column, else full (replace)
     on_schema_change: Literal["add_columns", "reimport", "fail"] = "add_columns"
-    settle_seconds: int = 30
+    settle_seconds: float = 30
     # Re-import in full (a reimport condition held at the run's slot, or one was requested).
     reimport: bool = False
     reimport_reason: str = ""

@@ -40,6 +40,8 @@ RUN_ENDS = ("RunFinished", "RunSkipped")
 RUN_EVENT_TYPES = [
     "RunQueued", "RunPlanned", "RunCancelRequested", "RunRetryRequested", *RUN_ENDS,
     "JobPlanned", "JobSubmitted", "JobSucceeded", "JobFailed", "JobCancelled", "JobSkipped",
+    # an import's phases and progress (rows read, bytes written)
+    "ImportStarted", "ImportProgress", "ImportUploaded", "ImportSchemaChanged",
 ]
 RETRY_MS = 3000  # how soon a client reconnects after a stream's lifetime ends
 

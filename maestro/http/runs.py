@@ -97,7 +97,7 @@ async def get_run(request: web.Request) -> web.Response:
     if row is None:
         raise NotFound(f"no run {run_id!r}")
     tables = await pool.fetch(
-        "SELECT table_id, name, priority, parents, state, job_id, attempt, error, updated_at "
+        "SELECT table_id, name, priority, parents, state, job_id, attempt, error, updated_at, progress::text "
         "FROM run_tables WHERE run_id = $1 ORDER BY priority DESC, name",
         run_id,
     )
@@ -110,6 +110,8 @@ async def get_run(request: web.Request) -> web.Response:
                     "table_id": t["table_id"], "name": t["name"], "priority": t["priority"],
                     "state": t["state"], "job_id": t["job_id"], "attempt": t["attempt"],
                     "error": t["error"], "updated_at": _iso(t["updated_at"]),
+                    # imports and external waits: phase, rows read, bytes written, ...
+                    "progress": orjson.loads(t["progress"]) if t["progress"] else None,
                 }
                 for t in tables
             ],
