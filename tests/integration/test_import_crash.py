@@ -26,7 +26,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 from integration.test_crash import Serve, _emulator_jobs, _stop_local_stack
-from integration.test_imports import mysql_execute
+from sources import mysql_execute
 
 pytestmark = pytest.mark.slow
 

@@ -19,6 +19,7 @@ import pyarrow as pa
 import pytest
 
 from maestro.adapters.sources import mysql as mysql_source
+from sources import mysql_execute
 from maestro.adapters.sources import postgres as pg_source
 from maestro.catalog.import_query import Incremental, parse_import_query
 from maestro.errors import (
@@ -273,7 +274,6 @@ async def test_postgres_streams_in_bounded_batches(pg: str) -> None:
 
 # -- MySQL / MariaDB -----------------------------------------------------------------------------
 
-MYSQL = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": ""}
 
 MYSQL_TABLE = """
 CREATE TABLE edge (
@@ -311,30 +311,18 @@ INSERT INTO edge VALUES
 """
 
 
-async def _mysql_execute(database: str | None, *statements: str) -> None:
-    import aiomysql
-
-    conn = await aiomysql.connect(**MYSQL, db=database, autocommit=True)
-    try:
-        async with conn.cursor() as cur:
-            for statement in statements:
-                await cur.execute(statement)
-    finally:
-        conn.close()
-
-
 @pytest.fixture
 async def my() -> AsyncIterator[str]:
     name = f"maestro_t_{uuid.uuid4().hex[:12]}"
-    await _mysql_execute(None, f"CREATE DATABASE `{name}`")
+    await mysql_execute(None, f"CREATE DATABASE `{name}`")
     try:
         # Zero dates need a permissive sql_mode; the TIMESTAMP is written in +05:30 to prove the
         # reader shifts it to UTC explicitly, not by the server's or the client's zone.
-        await _mysql_execute(name, "SET SESSION sql_mode = ''", "SET SESSION time_zone = '+05:30'",
+        await mysql_execute(name, "SET SESSION sql_mode = ''", "SET SESSION time_zone = '+05:30'",
                              MYSQL_TABLE, MYSQL_ROWS)
         yield f"mysql://root@127.0.0.1:3306/{name}"
     finally:
-        await _mysql_execute(None, f"DROP DATABASE IF EXISTS `{name}`")
+        await mysql_execute(None, f"DROP DATABASE IF EXISTS `{name}`")
 
 
 async def test_mysql_types_with_edge_values(my: str) -> None:
@@ -403,7 +391,7 @@ async def test_mysql_values_out_of_range_fail_naming_the_column(
     my: str, column: str, value: str, message: str
 ) -> None:
     database = my.rsplit("/", 1)[1]
-    await _mysql_execute(database, "SET SESSION sql_mode = ''", f"INSERT INTO edge (id, {column}) VALUES (10, {value})")
+    await mysql_execute(database, "SET SESSION sql_mode = ''", f"INSERT INTO edge (id, {column}) VALUES (10, {value})")
     query = parse_import_query(f"SELECT id, {column} FROM edge", "mysql")
     async with mysql_source.open_source(my) as source:
         schema = await source.discover(query)
@@ -435,7 +423,7 @@ async def test_mysql_reads_in_one_read_only_snapshot(my: str) -> None:
     query = parse_import_query("SELECT id FROM edge", "mysql")
     async with mysql_source.open_source(my) as source:
         schema = await source.discover(query)
-        await _mysql_execute(database, "INSERT INTO edge (id) VALUES (100)")  # after the snapshot
+        await mysql_execute(database, "INSERT INTO edge (id) VALUES (100)")  # after the snapshot
         table = await _read_all(source, query, schema)
         assert sorted(table.column("id").to_pylist()) == [1, 2, 3]
         assert int(await source.fetchval("SELECT MAX(id) FROM edge")) == 3
@@ -445,7 +433,7 @@ async def test_mysql_reads_in_one_read_only_snapshot(my: str) -> None:
 
 async def test_mysql_streams_in_bounded_batches(my: str) -> None:
     database = my.rsplit("/", 1)[1]
-    await _mysql_execute(
+    await mysql_execute(
         database,
         "CREATE TABLE big (id bigint PRIMARY KEY, h char(32), at datetime, x double)",
         "INSERT INTO big SELECT seq, MD5(seq), NOW(), seq * 1.5 FROM seq_1_to_200000",
@@ -466,7 +454,7 @@ async def test_mysql_streams_in_bounded_batches(my: str) -> None:
 
 async def test_mysql_session_limits_and_statement_timeout(my: str) -> None:
     database = my.rsplit("/", 1)[1]
-    await _mysql_execute(database, "CREATE VIEW slow AS SELECT seq AS id FROM seq_1_to_100000000000 WHERE seq % 7 = 8")
+    await mysql_execute(database, "CREATE VIEW slow AS SELECT seq AS id FROM seq_1_to_100000000000 WHERE seq % 7 = 8")
     query = parse_import_query("SELECT id FROM slow", "mysql")
     async with mysql_source.open_source(my, statement_timeout=0.5, net_write_timeout=900) as source:
         assert int(await source.fetchval("SELECT @@SESSION.net_write_timeout")) == 900
@@ -531,7 +519,7 @@ async def test_abandoning_a_read_releases_the_source_at_once(pg: str, my: str) -
     pg_conn = await asyncpg.connect(pg)
     await pg_conn.execute("CREATE TABLE shop.many AS SELECT g AS id FROM generate_series(1, 2000000) g")
     await pg_conn.close()
-    await _mysql_execute(my.rsplit("/", 1)[1], "CREATE TABLE many (id bigint PRIMARY KEY)",
+    await mysql_execute(my.rsplit("/", 1)[1], "CREATE TABLE many (id bigint PRIMARY KEY)",
                          "INSERT INTO many SELECT seq FROM seq_1_to_300000")
     for module, dsn, table in ((pg_source, pg, "shop.many"), (mysql_source, my, "many")):
         query = parse_import_query("", "postgres" if module is pg_source else "mysql", table=table)

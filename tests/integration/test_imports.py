@@ -14,17 +14,7 @@ import asyncpg
 import pytest
 
 from integration.test_runs import _finished, _rows
-
-
-async def mysql_execute(database: str | None, *statements: str) -> None:
-    conn = await aiomysql.connect(host="127.0.0.1", port=3306, user="root", password="", db=database,
-                                  autocommit=True)
-    try:
-        async with conn.cursor() as cur:
-            for statement in statements:
-                await cur.execute(statement)
-    finally:
-        conn.close()
+from sources import mysql_execute
 
 
 @pytest.fixture
@@ -110,7 +100,7 @@ async def test_a_postgres_import_runs_full_then_incremental_and_its_child_waits(
     imp = await import_table(client, "imp_pg", "orders", {
         "source_database": "shop", "query": "SELECT id, amount, note FROM shop.orders WHERE amount > 3",
         "id_column": "id"})
-    child = (await (await client.post("/api/v1/tables", json={
+    (await (await client.post("/api/v1/tables", json={
         "dataset": "imp_pg", "name": "total", "query": "SELECT COUNT(*) AS n, SUM(amount) AS s FROM imp_pg.orders"})).json())["id"]
     run = await run_table(client, imp, descendants=True)
     assert run["status"] == "succeeded", _states(run)
