@@ -253,7 +253,7 @@ class JobExecutor:
         return done
 
     async def _ensure_destination(self, config: JobConfig, deadline: float) -> None:
-        if config.kind != "query" or not config.destination or self.ensure_dataset is None:
+        if config.kind not in ("query", "load") or not config.destination or self.ensure_dataset is None:
             return
         dataset = config.destination.rsplit(".", 1)[0]
         if dataset in self._datasets:
