@@ -18,6 +18,7 @@ from maestro.adapters.postgres import LeaderLock
 from maestro.events.config import ConfigNotApplied
 from maestro.events.model import Metadata
 from maestro.events.store import ANY_VERSION
+from maestro.handlers.runs.imports import ImportContext
 from maestro.handlers.runs.runner import Runner, RunnerConfig
 from maestro.handlers.runs.scheduler import Scheduler
 from maestro.runtime import Runtime
@@ -240,13 +241,24 @@ async def start_services(runtime: Runtime, *, stack: localstack.LocalStack | Non
         # With the job's file counts: only the files this extract wrote, not an earlier attempt's.
         return await expand_extract_uris(services.storage, uris, file_counts=counts)
 
+    def database(name: str) -> Any:
+        # A source database's settings and password, as the configuration has them now.
+        config = runtime.config
+        section = config.database(name) if config is not None else None
+        if section is None:
+            return None
+        return section, config.secret("databases", "password", name=name)  # type: ignore[union-attr]
+
     runner = Runner(
         runtime.store, jobs, job_id_for,
         RunnerConfig(workers=settings.workers, bucket=conn.bucket, job_timeout=settings.job_timeout,
-                     server_wait=_server_wait(settings, conn.target)),
+                     server_wait=_server_wait(settings, conn.target),
+                     external_wait_override=settings.external_wait_override),
         extract_files=files,
         ensure_dataset=jobs.ensure_dataset,
         health=runtime.health,
+        # Cloud Storage as configured now (it follows reconfigure): imports, deletes after loads.
+        imports=ImportContext(storage=lambda: services.storage, database=database),
     )
     scheduler = Scheduler(runtime.runs, tick=settings.scheduler_tick, health=runtime.health)
     services = Services(
