@@ -320,6 +320,25 @@ class ObjectExists(StorageError):
         )
 
 
+class ObjectNotFound(NotFound):
+    """No such object in Cloud Storage."""
+
+    code = "object_not_found"
+
+
+class ObjectNotLoadable(ValidationFailed):
+    """This object may not be loaded into this table."""
+
+    code = "object_not_loadable"
+    status = 400
+
+
+class LoadExists(Conflict):
+    """This object generation was already planned as a load: each generation loads once."""
+
+    code = "load_exists"
+
+
 class DatabaseUnavailable(MaestroError):
     """PostgreSQL cannot be reached right now; try again shortly."""
 

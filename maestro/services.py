@@ -257,7 +257,8 @@ async def start_services(runtime: Runtime, *, stack: localstack.LocalStack | Non
     runner = Runner(
         runtime.store, jobs, job_id_for,
         RunnerConfig(workers=settings.workers, bucket=conn.bucket, job_timeout=settings.job_timeout,
-                     server_wait=_server_wait(settings, conn.target)),
+                     server_wait=_server_wait(settings, conn.target),
+                     external_wait_override=settings.external_wait_override),
         extract_files=files,
         ensure_dataset=jobs.ensure_dataset,
         health=runtime.health,

@@ -69,6 +69,13 @@ class Settings(BaseSettings):
     price_per_tib: float = Field(default=6.25, ge=0, description="USD per TiB billed (on-demand)")
     scheduler_tick: float = Field(default=1.0, gt=0, description="seconds between scheduler ticks")
     signed_url_lifetime: int = Field(default=4 * 3600, gt=0, le=7 * 86400, description="seconds")
+    upload_url_lifetime: int = Field(
+        default=4 * 3600, gt=0, le=7 * 86400, description="seconds an external table's upload URL is valid"
+    )
+    external_wait_override: float | None = Field(
+        default=None, gt=0,
+        description="testing only: every external table in a run waits this many seconds, not its wait_timeout",
+    )
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

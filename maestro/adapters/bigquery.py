@@ -325,9 +325,11 @@ def job_id_for(run_id: str | None, table_id: str, attempt: int, kind: str = "que
 
 
 def signed_url(
-    storage_client: storage.Client, uri: str, *, lifetime: timedelta, credentials: Any = None
+    storage_client: storage.Client, uri: str, *, lifetime: timedelta, credentials: Any = None,
+    method: str = "GET", content_type: str | None = None,
 ) -> str:
-    """A v4 signed GET URL for ``gs://bucket/object`` (at most 7 days).
+    """A v4 signed URL for ``gs://bucket/object`` (at most 7 days): GET by default; PUT (an
+    upload) with the ``content_type`` the uploader must send, which the signature covers.
 
     ``credentials`` must be able to sign (a service-account key); None uses the client's. The
     URL is on the client's endpoint, so against the local stack it points at fake-gcs-server.
@@ -337,7 +339,8 @@ def signed_url(
     try:
         return str(
             blob.generate_signed_url(
-                version="v4", expiration=lifetime, method="GET", credentials=credentials
+                version="v4", expiration=lifetime, method=method, credentials=credentials,
+                content_type=content_type,
             )
         )
     except AttributeError as exc:  # google-auth's way of saying "these credentials cannot sign"

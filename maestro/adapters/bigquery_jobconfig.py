@@ -57,7 +57,8 @@ def load_job_config(config: JobConfig) -> bigquery.LoadJobConfig:
         job.schema = [_schema_field(field) for field in config.load_schema]
     job.autodetect = config.autodetect
     if config.source_format == "CSV":
-        job.skip_leading_rows = config.skip_leading_rows
+        if config.skip_leading_rows is not None:  # unset: autodetect decides whether a header is there
+            job.skip_leading_rows = config.skip_leading_rows
     elif config.source_format == "PARQUET":
         options = bigquery.ParquetOptions()
         options.enable_list_inference = config.enable_list_inference

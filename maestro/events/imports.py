@@ -81,12 +81,20 @@ class ReimportRequested(Event):
 
 
 class LoadSourceDeleted(Event):
-    """A load's source objects were deleted (at the generations it loaded) once it had ended."""
+    """A load's source objects were deleted (at the generations it loaded) once it had ended.
+
+    ``uris``: every source the load had; of those, ``missing`` were gone already (deleted by an
+    attempt that crashed before recording it, or by someone else), ``kept`` had been written over
+    by a newer generation (left in place: it is not what was loaded), and ``errors`` (uri ->
+    reason) could not be deleted for a reason that would not change by trying again (say, no
+    permission). Recorded once per load; nothing retries after it."""
 
     job_id: str
     table_id: str
     uris: list[str]
     missing: list[str] = []  # already gone
+    kept: list[str] = []  # a newer generation lives under the name
+    errors: dict[str, str] = {}
 
 
 class ExternalLoadRequested(Event):

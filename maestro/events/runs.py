@@ -106,7 +106,8 @@ class JobConfig(_Model):
     source_format: LoadFormat = "PARQUET"
     load_schema: list[LoadField] = []  # empty: autodetect (CSV, JSON) or the file's own (Parquet, Avro)
     autodetect: bool = False
-    skip_leading_rows: int = Field(0, ge=0)  # CSV header lines
+    # CSV header lines; None: not sent, so BigQuery's autodetect finds a header itself
+    skip_leading_rows: int | None = Field(0, ge=0)
     max_bad_records: int = Field(0, ge=0)
     enable_list_inference: bool = True  # Parquet LIST -> REPEATED (not a record of "list.element")
     decimal_target_types: list[Literal["NUMERIC", "BIGNUMERIC", "STRING"]] = []  # [] BigQuery's default

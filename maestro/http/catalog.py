@@ -15,6 +15,7 @@ from maestro.errors import NotFound, ValidationFailed
 from maestro.events.catalog import FrequencySpec, TableSpec
 from maestro.handlers.catalog.service import validate_spec
 from maestro.http.auth import principal
+from maestro.http import loads
 from maestro.http.keys import RUNTIME
 from maestro.http.routing import Route, register, routes
 from maestro.http.validation import VERSION_MAX, json_object, json_response, parse_body, parse_query, pop_expected_version
@@ -141,6 +142,8 @@ async def get_table(request: web.Request) -> web.Response:
     body = view.to_dict()
     if q.as_of is None:
         body = _with_deps(request, body)
+        if view.spec.get("kind") == "external":  # a signed upload URL, for the table's writers
+            body["upload"] = await loads.upload_field(request, view)
     return json_response(body)
 
 

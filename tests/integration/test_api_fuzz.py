@@ -68,8 +68,14 @@ async def _seed(runtime, user_id: str, group_id: str) -> dict[str, str]:
     await runtime.config_service.add_database(
         "crm", {"driver": "postgres", "dsn": "postgresql://maestro@localhost/crm", "landing_dataset": "crm"}, TESTS
     )
+    job_id = None  # a job of the seeded run (GET /api/v1/jobs/{job_id}), once the runner planned one
+    for _ in range(200):
+        if job_id := await runtime.pool.fetchval("SELECT job_id FROM jobs WHERE run_id = $1 LIMIT 1", run_id):
+            break
+        await asyncio.sleep(0.05)
     return {
         "table_id": child.table_id, "frequency_id": frequency_id, "run_id": run_id, "group_id": group_id,
+        "job_id": job_id or "nothing-here",
         "user_id": "bystander", "token_id": token_id, "name": "crm", "section": "pricing",
         "stream_id": f"table-{parent.table_id}", "dataset": "fuzz",
     }

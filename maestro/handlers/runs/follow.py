@@ -1,7 +1,10 @@
-"""The runner following the log: plans, retries and cancels of runs, from the safe position.
+"""The runner following the log: plans, retries and cancels of runs, from the safe position;
+and loads planned outside runs (``POST /tables/{id}/load``): executed when planned, their sources
+deleted when they end (maestro.handlers.runs.loads).
 
 Events already reflected in what start-up loaded are recognised: a run already in memory (loaded
-with this event in it), a run no longer running (an event replayed from before its end).
+with this event in it), a run no longer running (an event replayed from before its end), a load
+recovery re-attached.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from maestro.errors import database_unavailable
 from maestro.events.model import RecordedEvent
+from maestro.handlers.runs import loads
 from maestro.handlers.runs.recovery import load_run
 
 if TYPE_CHECKING:
@@ -20,7 +24,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("maestro.handlers.runs.runner")
 COMPONENT = "runner"
-FOLLOWED = ["RunPlanned", "RunCancelRequested", "RunRetryRequested"]
+FOLLOWED = ["RunPlanned", "RunCancelRequested", "RunRetryRequested", "JobPlanned", *loads.OUTCOMES]
 
 
 async def follow(runner: Runner, position: int) -> None:
@@ -52,7 +56,11 @@ async def follow(runner: Runner, position: int) -> None:
 async def _handle(runner: Runner, event: RecordedEvent) -> None:
     run_id = event.event.run_id  # type: ignore[attr-defined]
     try:
-        if event.type in ("RunPlanned", "RunRetryRequested"):
+        if event.type == "JobPlanned":
+            await loads.on_planned(runner, event)
+        elif event.type in loads.OUTCOMES:
+            await loads.on_outcome(runner, event)
+        elif event.type in ("RunPlanned", "RunRetryRequested"):
             run = runner.runs.get(run_id)
             if run is not None and run.finishing and event.type == "RunRetryRequested":
                 await run.done.wait()  # the retry came right after the end: load it anew

@@ -62,7 +62,6 @@ from maestro.events.imports import (
     ImportSchemaChanged,
     ImportStarted,
     ImportUploaded,
-    LoadSourceDeleted,
 )
 from maestro.events.runs import (
     ImportSpec,
@@ -77,6 +76,7 @@ from maestro.events.runs import (
 )
 from maestro.events.store import ANY_VERSION, NO_STREAM
 from maestro.handlers.runs.executor import Outcome
+from maestro.handlers.runs.loads import delete_sources
 
 if TYPE_CHECKING:
     from maestro.handlers.runs.runner import Runner
@@ -395,24 +395,7 @@ class _Import:
 
     async def _clean(self, config: JobConfig) -> None:
         """Delete the loaded object at its generation, once (also after a crash right before)."""
-        done = await self.runner._db(lambda: self.runner.pool.fetchval(
-            "SELECT count(*) FROM events WHERE stream_id = $1 AND type = 'LoadSourceDeleted'",
-            f"job-{self.load_id}"))
-        if done:
-            return
-        missing = []
-        for uri, generation in zip(config.source_uris, config.source_generations, strict=True):
-            try:
-                if not await delete_generation(self.ctx.storage(), uri, generation):
-                    missing.append(uri)
-            except ObjectExists:
-                missing.append(uri)
-            except MaestroError as exc:  # the import stands; the object is left, and said so
-                log.warning("could not delete an import file", extra={"uri": uri, "error": exc.message})
-                return
-        await self.runner._append(f"job-{self.load_id}", ANY_VERSION, LoadSourceDeleted(
-            job_id=self.load_id, table_id=self.table_id, uris=list(config.source_uris), missing=missing,
-        ))
+        await delete_sources(self.runner, self.load_id, self.table_id, config)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from maestro.events.runs import JobConfig
+from maestro.handlers.runs import loads
 from maestro.handlers.runs.state import RunState, TableState, memory_state
 
 if TYPE_CHECKING:
@@ -38,6 +39,8 @@ async def recover(runner: Runner) -> None:
         "SELECT job_id, run_id, table_id, attempt, kind, config::text, state, planned_at, submitted_at FROM jobs "
         "WHERE state IN ('planned', 'submitted') AND config->>'import_job_id' IS NULL"
     )
+    # Loads planned outside runs are re-attached here; the follow loop must not start them again.
+    loads.note_recovered(runner, [j["job_id"] for j in unfinished if j["kind"] == "load" and j["run_id"] is None])
     listed = await _list_states(runner, min((j["planned_at"] for j in unfinished), default=None))
     executor = runner.executor
     # Re-attach first: every unfinished job is looked up (listed, or one jobs.get) before any
@@ -57,6 +60,7 @@ async def recover(runner: Runner) -> None:
             known=listed.get(job["job_id"]), planned_at=job["planned_at"].timestamp(), table_id=job["table_id"],
             submitted_at=job["submitted_at"].timestamp() if job["submitted_at"] else None,
         )
+    await loads.resume_deletes(runner)  # a crash between a load's end and its sources' deletion
     for run in list(runner.runs.values()):
         await _resume_extracts(runner, run)
         if run.cancel_requested:  # the old leader may have died before cancelling its jobs

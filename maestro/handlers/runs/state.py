@@ -97,6 +97,9 @@ class RunnerConfig:
     early_poll_max: float = 1.0
     # Server-side waits after wait_after (Google); off: polling capped at early_poll_max throughout.
     server_wait: bool = True
+    # Tests: every external table waits this many seconds for its upload instead of its own
+    # wait_timeout (which the API keeps at 60 s or more).
+    external_wait_override: float | None = None
 
 
 class Slot:
