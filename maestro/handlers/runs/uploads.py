@@ -173,10 +173,9 @@ async def request_load(
     try:
         await store.append(f"job-{job_id}", NO_STREAM, [planned], actor)
     except ConcurrencyConflict:
-        # Planned before (by an earlier request, perhaps on another replica). Its request is
-        # recorded unless that request died between the two appends: record it then.
-        if not await _requested(store, table_id, job_id):
-            await store.append(import_stream(table_id), ANY_VERSION, [requested], actor)
+        # Planned before (by an earlier request, perhaps on another replica, perhaps this very
+        # moment): that request records itself. (Were it to die between its two appends, the
+        # load still runs once; the JobPlanned names who asked.)
         state = await store.pool.fetchval("SELECT state FROM jobs WHERE job_id = $1", job_id)
         raise LoadExists(
             f"{uri} (generation {found.generation}) was already planned as load {job_id} ({state}); "
@@ -185,13 +184,6 @@ async def request_load(
         ) from None
     await store.append(import_stream(table_id), ANY_VERSION, [requested], actor)
     return LoadRequest(job_id, uri, found.generation)
-
-
-async def _requested(store: EventStore, table_id: str, job_id: str) -> bool:
-    return bool(await store.pool.fetchval(
-        "SELECT EXISTS (SELECT 1 FROM events WHERE stream_id = $1 AND type = 'ExternalLoadRequested' "
-        "AND data->>'load_job_id' = $2)", import_stream(table_id), job_id,
-    ))
 
 
 async def sign_upload(storage: Any, signer: Any, bucket: str, spec: TableSpec, lifetime: dt.timedelta) -> dict[str, Any]:
