@@ -365,7 +365,7 @@ async def test_no_upload_fails_the_wait_at_its_timeout_and_skips_its_descendants
     [planned, failed] = await runtime.store.read(f"job-{waiting['job_id']}")
     assert failed.type == "JobFailed" and failed.event.reason == "timeout" and not failed.event.retryable
     waited = (failed.occurred_at - planned.occurred_at).total_seconds()
-    assert 3.0 <= waited < 4.5, waited
+    assert 3.0 <= waited < 5.0, waited
 
 
 async def test_a_failed_load_during_the_wait_fails_the_node_with_the_loads_error(client, services, runtime) -> None:
@@ -409,7 +409,7 @@ async def test_a_wait_resumed_after_a_restart_keeps_its_deadline(client, service
     [planned, failed] = await runtime.store.read(f"job-{waiting['job_id']}")
     assert failed.event.reason == "timeout"
     waited = (failed.occurred_at - planned.occurred_at).total_seconds()
-    assert 5.0 <= waited < 6.5, waited  # not 5 s after the restart (8 s)
+    assert 5.0 <= waited < 7.0, waited  # not 5 s after the restart (8 s or more)
 
 
 async def test_a_wait_resumed_after_a_restart_sees_a_load_made_while_it_was_down(client, services, runtime) -> None:
@@ -489,3 +489,20 @@ async def test_sources_of_a_load_that_ended_before_a_crash_are_deleted_at_the_ne
 async def test_a_job_by_id(client, services) -> None:
     resp = await client.get("/api/v1/jobs/no-such-job")
     assert resp.status == 404 and (await resp.json())["error"]["code"] == "not_found"
+
+
+async def test_a_deletion_that_cannot_happen_ends_in_its_event_with_the_reason(client, services, runtime) -> None:
+    """A runner with no Cloud Storage client cannot delete: the load still ends, and its
+    LoadSourceDeleted says why each source is still there (never a silent end)."""
+    table_id = await _external(client, "no_storage", format="csv")
+    uri = await _upload(client, table_id, b"id\n1\n")
+    context = services.runner.imports
+    services.runner.imports = dataclasses.replace(context, storage=lambda: None)
+    try:
+        job = await _deleted(client, await _load(client, table_id, uri))
+    finally:
+        services.runner.imports = context
+    assert job["state"] == "succeeded"
+    assert job["sources_deleted"]["errors"] == {
+        uri: "not deleted: no Cloud Storage client in this runner: a load's sources cannot be deleted"}
+    assert await stat_object(services.storage, uri) is not None

@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from maestro.adapters.gcs import delete_generation
-from maestro.errors import ConcurrencyConflict, ConfigurationError, ObjectExists, StorageError
+from maestro.errors import ConcurrencyConflict, ConfigurationError, ObjectExists, StorageError, database_unavailable
 from maestro.events.imports import LoadSourceDeleted
 from maestro.events.model import RecordedEvent
 from maestro.events.runs import JobConfig
@@ -106,8 +106,18 @@ def spawn_delete(runner: Runner, job_id: str, table_id: str, config: JobConfig) 
             raise
         except _Stopped:
             pass
-        except Exception:  # recorded nowhere: the next start tries again (resume_deletes)
+        except Exception as exc:
+            if database_unavailable(exc):  # nothing recorded: the next start deletes (resume_deletes)
+                log.warning("could not delete a load's sources: no database", extra={"job_id": job_id})
+                return
+            # Never a silent end: the deletion ends in its event, with the reason.
             log.exception("could not delete a load's sources", extra={"job_id": job_id})
+            reason = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+            with contextlib.suppress(Exception):
+                await _record(runner, LoadSourceDeleted(
+                    job_id=job_id, table_id=table_id, uris=list(config.source_uris),
+                    errors={uri: f"not deleted: {reason}" for uri in config.source_uris},
+                ))
         finally:
             busy.discard(job_id)
 
@@ -145,9 +155,14 @@ async def delete_sources(runner: Runner, job_id: str, table_id: str, config: Job
             kept.append(uri)
         except StorageError as exc:
             errors[uri] = exc.message
-    event = LoadSourceDeleted(
+    await _record(runner, LoadSourceDeleted(
         job_id=job_id, table_id=table_id, uris=list(config.source_uris), missing=missing, kept=kept, errors=errors,
-    )
+    ))
+
+
+async def _record(runner: Runner, event: LoadSourceDeleted) -> None:
+    """Append ``event`` to the load's stream unless one is there already."""
+    stream = f"job-{event.job_id}"
     while (version := await _recorded(runner, stream)) is not None:
         try:
             await runner._db(lambda: runner.store.append(stream, version, [event], runner._metadata(stream, event)))

@@ -39,7 +39,7 @@ from maestro.events.catalog import TableSpec
 from maestro.events.imports import ExternalLoadRequested
 from maestro.events.model import Metadata
 from maestro.events.runs import JobConfig, JobPlanned
-from maestro.events.store import NO_STREAM, EventStore
+from maestro.events.store import ANY_VERSION, NO_STREAM, EventStore
 from maestro.handlers.runs.service import job_config
 
 # catalog format -> (BigQuery source format, object suffix, the Content-Type the upload sends)
@@ -173,35 +173,17 @@ async def request_load(
     try:
         await store.append(f"job-{job_id}", NO_STREAM, [planned], actor)
     except ConcurrencyConflict:
-        # Planned before (by an earlier request, perhaps on another replica). Its request is
-        # recorded unless that request died between the two appends: record it then.
-        await _record_request(store, table_id, job_id, requested, actor)
+        # Planned before (by an earlier request, perhaps on another replica, perhaps this very
+        # moment): that request records itself. (Were it to die between its two appends, the
+        # load still runs once; the JobPlanned names who asked.)
         state = await store.pool.fetchval("SELECT state FROM jobs WHERE job_id = $1", job_id)
         raise LoadExists(
             f"{uri} (generation {found.generation}) was already planned as load {job_id} ({state}); "
             "an object generation loads once: upload again to load new data",
             job_id=job_id, state=state, object=uri, generation=found.generation,
         ) from None
-    await _record_request(store, table_id, job_id, requested, actor)
+    await store.append(import_stream(table_id), ANY_VERSION, [requested], actor)
     return LoadRequest(job_id, uri, found.generation)
-
-
-async def _record_request(store: EventStore, table_id: str, job_id: str, requested: Any, actor: Any) -> None:
-    """``requested`` on the table's import stream unless that load's request is there: checked
-    and appended at the version seen, so requests racing for one load record it once."""
-    stream = import_stream(table_id)
-    while True:
-        row = await store.pool.fetchrow(
-            "SELECT max(version) AS version, bool_or(type = 'ExternalLoadRequested' AND "
-            "data->>'load_job_id' = $2) AS done FROM events WHERE stream_id = $1", stream, job_id,
-        )
-        if row["done"]:
-            return
-        try:
-            await store.append(stream, row["version"] if row["version"] is not None else NO_STREAM, [requested], actor)
-            return
-        except ConcurrencyConflict:
-            continue
 
 
 async def sign_upload(storage: Any, signer: Any, bucket: str, spec: TableSpec, lifetime: dt.timedelta) -> dict[str, Any]:
