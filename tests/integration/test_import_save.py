@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import aiomysql
 import asyncpg
 import pytest
 from click.testing import CliRunner
+from sources import mysql_execute
 
 from maestro.cli_catalog import apply_command
 from maestro.events.imports import ImportUploaded
@@ -60,25 +60,15 @@ async def pg_source(fresh_database: tuple[str, str]) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-async def _mysql(database: str | None, *statements: str) -> None:
-    conn = await aiomysql.connect(host="127.0.0.1", port=3306, user="root", password="", db=database, autocommit=True)
-    try:
-        async with conn.cursor() as cur:
-            for statement in statements:
-                await cur.execute(statement)
-    finally:
-        conn.close()
-
-
 @pytest.fixture
 async def my_source() -> AsyncIterator[str]:
     name = f"maestro_t_{uuid.uuid4().hex[:12]}"
-    await _mysql(None, f"CREATE DATABASE `{name}`")
+    await mysql_execute(None, f"CREATE DATABASE `{name}`")
     try:
-        await _mysql(name, MYSQL_TABLE)
+        await mysql_execute(name, MYSQL_TABLE)
         yield f"mysql://root@127.0.0.1:3306/{name}"
     finally:
-        await _mysql(None, f"DROP DATABASE IF EXISTS `{name}`")
+        await mysql_execute(None, f"DROP DATABASE IF EXISTS `{name}`")
 
 
 async def register(client: Any, name: str, driver: str, dsn: str) -> None:
@@ -161,6 +151,11 @@ async def test_the_incremental_column_must_be_one_the_query_selects(client, runt
         "validation_failed", "import.id_column",
     )
     assert "'updated_at' is not a column the query selects (id, name)" in error["message"]
+    error = await refused(
+        await save(client, {"source_database": "crm", "query": "SELECT id FROM shop.accounts LIMIT 10", "id_column": "id"}),
+        "validation_failed", "import.query",
+    )
+    assert "takes no LIMIT" in error["message"]
     # By its source or output name, ignoring case, as the importer finds it.
     for query, column in [("SELECT id AS key, name FROM shop.accounts", "id"), ("SELECT id AS key FROM shop.accounts", "KEY")]:
         resp = await save(client, {"source_database": "crm", "query": query, "id_column": column}, name=f"by_{column}")

@@ -8,7 +8,8 @@ What can be known without the source refuses the save, and nothing is appended:
   column **of the field the user wrote** (``import.query``; for the earlier form, ``import.select``,
   ``import.where`` or ``import.source_table``);
 * ``import.id_column`` must be a column the query selects (by its source or output name, ignoring
-  case, as the importer finds it), or any column of the table with ``*``.
+  case, as the importer finds it), or any column of the table with ``*``; and an incremental
+  import's query takes no LIMIT (the importer refuses one: it reads every new row).
 
 What needs the source is asked within :data:`TIMEOUT` seconds, on one connection per database
 (in parallel across databases): the table must exist (``source_table_not_found``), every
@@ -168,6 +169,10 @@ class ImportCheck:
         except SqlSyntaxError as exc:
             raise _located(exc, text, pieces) from None
         _check_id_column(query, settings)
+        if settings.id_column is not None and query.limit is not None:
+            field = "import.query" if settings.query.strip() else "import.where"
+            message = "an incremental import (id_column) reads every new row: its query takes no LIMIT"
+            raise ValidationFailed(f"{field}: {message}", problems=[{"field": field, "message": message}], field=field)
         table_field = pieces[0][0] if len(pieces) == 1 else pieces[1][0]
         column_field = pieces[0][0]  # import.query, import.select, or the table's field for *
         return _Checked(spec.qualified_name, query, settings, table_field, column_field)
