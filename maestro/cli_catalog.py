@@ -93,6 +93,8 @@ def apply_command(
     except MaestroError as exc:
         _fail(exc, applying=not dry_run)
         return
+    for warning in report.warnings:
+        click.echo(f"warning: {warning}", err=True)
     click.echo(report.summary())
     if dry_run and detailed_exitcode and report.plan.has_changes:
         sys.exit(EXIT_CHANGES)

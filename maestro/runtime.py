@@ -17,6 +17,7 @@ from maestro.adapters import embedded_pg, postgres
 from maestro.events.store import EventStore
 from maestro.health import Health
 from maestro.handlers.people.audit import AuditLog
+from maestro.handlers.catalog.import_check import ImportCheck
 from maestro.handlers.catalog.service import CatalogService
 from maestro.handlers.config.service import ConfigService, open_config
 from maestro.handlers.config.view import ConfigView
@@ -118,6 +119,7 @@ async def open_runtime(
             await pool.close()
             raise
         catalog = CatalogService(store, settings.project)
+        catalog.import_check = ImportCheck(config)
         await catalog.refresh()
         users = UserService(store)
         tokens = TokenService(store, users)

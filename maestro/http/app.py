@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from maestro.http import catalog, config, datasets, history, loads, ops, runs
+from maestro.http import catalog, config, datasets, history, imports, loads, ops, runs
 from maestro.http import access, login, people
 from maestro.http.auth import LIMITER, TRUSTED_PROXIES, auth_middleware
 from maestro.http.errors import error_middleware
@@ -54,6 +54,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> web.App
     datasets.add_routes(app)
     runs.add_routes(app)
     loads.add_routes(app)
+    imports.add_routes(app)
     login.add_routes(app)
     people.add_routes(app)
     access.add_routes(app)

@@ -132,8 +132,9 @@ async def create_table(request: web.Request) -> web.Response:
         body["group_id"] = who.groups[0]
     await _known_group(request, body.get("group_id"))
     spec = validate_spec(body)
-    view = await _catalog(request).create_table(spec, who.metadata())
-    return json_response(_with_deps(request, view.to_dict()), status=201)
+    warnings: list[str] = []
+    view = await _catalog(request).create_table(spec, who.metadata(), warnings=warnings)
+    return json_response({**_with_deps(request, view.to_dict()), "warnings": warnings}, status=201)
 
 
 async def get_table(request: web.Request) -> web.Response:
@@ -173,10 +174,12 @@ async def _changes(request: web.Request, *, partial: bool) -> tuple[dict[str, An
 
 async def patch_table(request: web.Request) -> web.Response:
     changes, expected = await _changes(request, partial=True)
+    warnings: list[str] = []
     view = await _catalog(request).update_table(
-        request.match_info["table_id"], changes, principal(request).metadata(), expected_version=expected
+        request.match_info["table_id"], changes, principal(request).metadata(), expected_version=expected,
+        warnings=warnings,
     )
-    return json_response(_with_deps(request, view.to_dict()))
+    return json_response({**_with_deps(request, view.to_dict()), "warnings": warnings})
 
 
 async def put_table(request: web.Request) -> web.Response:
@@ -186,11 +189,12 @@ async def put_table(request: web.Request) -> web.Response:
     current = (await _catalog(request).get_table(request.match_info["table_id"])).to_dict()
     for key in ("group_id", "owner_id"):
         spec.setdefault(key, current.get(key))
+    warnings: list[str] = []
     view = await _catalog(request).update_table(
         request.match_info["table_id"], spec, principal(request).metadata(),
-        expected_version=expected, replace=True,
+        expected_version=expected, replace=True, warnings=warnings,
     )
-    return json_response(_with_deps(request, view.to_dict()))
+    return json_response({**_with_deps(request, view.to_dict()), "warnings": warnings})
 
 
 async def delete_table(request: web.Request) -> web.Response:

@@ -29,6 +29,7 @@ from maestro.events.store import NO_STREAM
 from maestro.handlers.catalog.service import CatalogService, new_id, validate_spec
 from maestro.handlers.catalog.dependencies import DependencyState
 from maestro.handlers.catalog.folder import canonical_query, row_spec
+from maestro.handlers.catalog.import_check import ImportsRefused, needs_check
 
 # Appends in flight at once. Measured on the 2-core machine, PostgreSQL on the same cores (2,000
 # creates, bench/bench_catalog.py): 1 writer 2.7 s, 4 writers 1.2 s, 8 writers 1.25 s.
@@ -154,6 +155,7 @@ class Report:
     deleted: list[str] = field(default_factory=list)
     events: int = 0
     seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)  # import sources that could not be checked
 
     def summary(self) -> str:
         if self.dry_run:
@@ -186,10 +188,17 @@ async def execute(
     catalog is still what the plan was made from, plans the whole change set on one dependency
     state (CycleDetected names the path by table labels), and only then appends — one stream per
     table, ``concurrency`` at a time, each with its expected version — and swaps the state in.
-    With ``dry_run`` it stops before the first append: the checks still run.
+    With ``dry_run`` it stops before the first append: the checks still run. Import tables the
+    plan creates or whose import settings it changes are checked against their sources first
+    (maestro.handlers.catalog.import_check; one refused refuses the whole apply).
     """
     started = time.perf_counter()
     report = Report(plan, dry_run)
+    if service.import_check is not None:
+        imports = [c.spec for c in plan.creates + plan.updates if c.spec is not None and needs_check(c.spec, c.current)]
+        refusals, report.warnings = await service.import_check.check_all(imports)
+        if refusals:
+            raise ImportsRefused(refusals)
     async with service._lock:
         await service.refresh()
         await _check_still_current(plan, service)

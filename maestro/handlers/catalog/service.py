@@ -34,6 +34,7 @@ from maestro.events.store import NO_STREAM, EventStore
 from maestro.handlers.catalog import history
 from maestro.handlers.catalog.dependencies import DependencyState, Entry
 from maestro.handlers.catalog.history import TABLE_EVENTS, TableView, fold_table, table_stream
+from maestro.handlers.catalog.import_check import ImportCheck, import_key, needs_check
 from maestro.scheduling import Schedule
 from maestro.validation import validated
 
@@ -59,6 +60,9 @@ class CatalogService:
         self._position = -1
         # One edit at a time per process: each plans against the state the previous one left.
         self._lock = asyncio.Lock()
+        # An import table's settings checked against its source at save (open_runtime sets it:
+        # it needs the live configuration). Run before the lock: it may wait for a source.
+        self.import_check: ImportCheck | None = None
 
     # ------------------------------------------------------------------ loading
     def refs_of(self, spec: TableSpec | dict[str, Any]) -> frozenset[TableRef]:
@@ -120,7 +124,17 @@ class CatalogService:
         return row["n"] * 2**40 + row["v"]
 
     # ------------------------------------------------------------------ tables: commands
-    async def create_table(self, spec: TableSpec, actor: Metadata) -> TableView:
+    async def _check_import(self, spec: TableSpec, old: dict[str, Any] | None) -> list[str]:
+        """Refuse an import table whose settings do not check (raises), else the save's warnings."""
+        if self.import_check is None or not needs_check(spec, old):
+            return []
+        return await self.import_check.check(spec)
+
+    async def create_table(
+        self, spec: TableSpec, actor: Metadata, *, warnings: list[str] | None = None
+    ) -> TableView:
+        """Create a table; what the import check could not verify is added to ``warnings``."""
+        found = await self._check_import(spec, None)
         async with self._lock:
             await self.refresh()
             if (spec.dataset, spec.name) in self.deps.by_name:
@@ -129,6 +143,8 @@ class CatalogService:
             planned = self.deps.planned(table_id, self._entry(table_id, spec))
             await self._append(table_id, NO_STREAM, [TableCreated(table_id=table_id, spec=spec)], actor)
             self.deps = planned
+        if warnings is not None:
+            warnings.extend(found)
         return await self.get_table(table_id)
 
     async def update_table(
@@ -139,8 +155,18 @@ class CatalogService:
         *,
         expected_version: int | None = None,
         replace: bool = False,
+        warnings: list[str] | None = None,
     ) -> TableView:
-        """Apply ``changes`` (a partial spec; with ``replace`` the whole new spec)."""
+        """Apply ``changes`` (a partial spec; with ``replace`` the whole new spec); what the import
+        check could not verify is added to ``warnings``."""
+        # The import check may wait seconds for a source: against the table as read now, before
+        # the lock; again under it only if a concurrent edit changed what was checked.
+        before = await self.get_table(table_id)
+        checked: TableSpec | None = None
+        found: list[str] = []
+        if not before.deleted:
+            checked = validate_spec(changes if replace else {**before.spec, **changes})
+            found = await self._check_import(checked, before.spec)
         async with self._lock:
             await self.refresh()
             current = await self.get_table(table_id)
@@ -159,9 +185,13 @@ class CatalogService:
             events = self._diff_events(table_id, current.spec, spec.to_payload())
             if not events:
                 return current
+            if checked is None or import_key(spec) != import_key(checked):
+                found = await self._check_import(spec, current.spec)
             planned = self.deps.planned(table_id, self._entry(table_id, spec))
             await self._append(table_id, current.version, events, actor)
             self.deps = planned
+        if warnings is not None:
+            warnings.extend(found)
         return await self.get_table(table_id)
 
     async def delete_table(self, table_id: str, actor: Metadata, reason: str = "") -> TableView:
