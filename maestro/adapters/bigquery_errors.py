@@ -58,6 +58,7 @@ RETRY_HINTS = (
     # local-bigquery: a DuckLake write-write conflict, reported as invalid/invalidQuery (seen on
     # datasets.insert under concurrent load).
     "failed to commit ducklake transaction",
+    "catalog write-write conflict",  # local-bigquery: the same, on a load creating its table
 )
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 

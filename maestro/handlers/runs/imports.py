@@ -107,8 +107,9 @@ class _Cancelled(Exception):
     pass
 
 
-def load_job_id(import_job_id: str) -> str:
-    return f"{import_job_id}_load"
+def load_job_id(import_job_id: str, attempt: int = 1) -> str:
+    """The BigQuery job id of an import's load (``attempt`` > 1: a load tried again)."""
+    return f"{import_job_id}_load" if attempt == 1 else f"{import_job_id}_load{attempt}"
 
 
 async def run_import(
@@ -322,8 +323,34 @@ class _Import:
 
     # ------------------------------------------------------------------ load
     async def _load(self, uploaded: ImportUploaded) -> Outcome:
+        """Load the uploaded object; a load failing retryably is tried again (a new load job of
+        the same file, up to the table's max_attempts), never the whole read."""
         runner = self.runner
         config = await self._load_config(uploaded)
+        attempt = max(1, await runner._db(lambda: runner.pool.fetchval(
+            "SELECT count(*) FROM jobs WHERE config->>'import_job_id' = $1", self.job_id)))
+        while True:
+            self.load_id = load_job_id(self.job_id, attempt)
+            outcome = await self._one_load(config)
+            if (outcome.status != "failed" or not outcome.retryable or self.cancelled()
+                    or attempt >= self.config.max_attempts):
+                break
+            log.warning("import load failed; loading again", extra={"job_id": self.load_id, "error": outcome.message})
+            await asyncio.sleep(runner.config.retry_delay * attempt)
+            attempt += 1
+        await self._clean(config)
+        if outcome.status == "succeeded":
+            stats = outcome.statistics or JobStatistics()
+            return Outcome("succeeded", stats.model_copy(update={"input_file_bytes": uploaded.bytes}))
+        if outcome.status == "cancelled":
+            return Outcome("cancelled", reason="cancelled", message="the run was cancelled during the load")
+        return Outcome("failed", outcome.statistics, reason=outcome.reason or "load_failed",
+                       message=f"the load failed: {outcome.message}", retryable=outcome.retryable)
+
+    async def _one_load(self, config: JobConfig) -> Outcome:
+        """One load job ``self.load_id``: planned (or found planned), executed or re-attached,
+        its outcome recorded once."""
+        runner = self.runner
         owner = await runner._db(lambda: runner.pool.fetchrow(
             "SELECT owner_id, group_id, attempt FROM jobs WHERE job_id = $1", self.job_id))
         try:
@@ -335,30 +362,23 @@ class _Import:
             row = None
         except ConcurrencyConflict:
             row = await runner._db(lambda: runner.pool.fetchrow(
-                "SELECT state, config::text, error, reason, statistics::text, planned_at, submitted_at "
-                "FROM jobs WHERE job_id = $1", self.load_id))
+                "SELECT state, config::text, error, reason, retryable, statistics::text, planned_at, "
+                "submitted_at FROM jobs WHERE job_id = $1", self.load_id))
             config = JobConfig.model_validate_json(row["config"])
         if row is not None and row["state"] in ("succeeded", "failed", "cancelled"):
             stats = JobStatistics.model_validate_json(row["statistics"]) if row["statistics"] else None
-            outcome = Outcome(row["state"], stats, reason=row["reason"] or "", message=row["error"] or "")
-        else:
-            if row is not None:
-                runner.executor.unattached += 1  # looked up before anything is inserted again
-            outcome = await runner.executor.execute(
-                self.load_id, self.run_id, config, submitted=row is not None and row["state"] == "submitted",
-                recovered=row is not None, cancelled=self.cancelled,
-                planned_at=row["planned_at"].timestamp() if row is not None else None,
-                submitted_at=row["submitted_at"].timestamp() if row is not None and row["submitted_at"] else None,
-            )
-            await self._record_load(config, outcome)
-        await self._clean(config)
-        if outcome.status == "succeeded":
-            stats = outcome.statistics or JobStatistics()
-            return Outcome("succeeded", stats.model_copy(update={"input_file_bytes": uploaded.bytes}))
-        if outcome.status == "cancelled":
-            return Outcome("cancelled", reason="cancelled", message="the run was cancelled during the load")
-        return Outcome("failed", outcome.statistics, reason=outcome.reason or "load_failed",
-                       message=f"the load failed: {outcome.message}", retryable=outcome.retryable)
+            return Outcome(row["state"], stats, reason=row["reason"] or "", message=row["error"] or "",
+                           retryable=bool(row["retryable"]))
+        if row is not None:
+            runner.executor.unattached += 1  # looked up before anything is inserted again
+        outcome = await runner.executor.execute(
+            self.load_id, self.run_id, config, submitted=row is not None and row["state"] == "submitted",
+            recovered=row is not None, cancelled=self.cancelled,
+            planned_at=row["planned_at"].timestamp() if row is not None else None,
+            submitted_at=row["submitted_at"].timestamp() if row is not None and row["submitted_at"] else None,
+        )
+        await self._record_load(config, outcome)
+        return outcome
 
     async def _load_config(self, uploaded: ImportUploaded) -> JobConfig:
         plan = getattr(self, "_plan", None)

@@ -34,7 +34,7 @@ from maestro.events.runs import (
 from maestro.events.store import ANY_VERSION, NO_STREAM, EventStore
 from maestro.handlers.runs.executor import Jobs, JobExecutor, Outcome, failure
 from maestro.handlers.runs.external import wait_external
-from maestro.handlers.runs.imports import ImportContext, load_job_id, run_import
+from maestro.handlers.runs.imports import ImportContext, run_import
 from maestro.handlers.runs.journal import append_through_blips, metadata, through_blips
 from maestro.handlers.runs.recovery import recover
 from maestro.handlers.runs.follow import COMPONENT, follow
@@ -341,8 +341,13 @@ class Runner:
         run.cancel_requested = True
         for t in run.tables.values():
             if t.state in ("running", "extracting") and t.job_id is not None and t.config.kind != "external":
-                # An import's BigQuery job is its load (its read stops at the next batch).
-                bq_job = t.job_id if t.config.kind != "import" or t.state == "extracting" else load_job_id(t.job_id)
+                bq_job = t.job_id
+                if t.config.kind == "import":  # its BigQuery job is its load (a read stops at the next batch)
+                    bq_job = await self._db(lambda t=t: self.pool.fetchval(
+                        "SELECT job_id FROM jobs WHERE config->>'import_job_id' = $1 "
+                        "AND state IN ('planned', 'submitted') LIMIT 1", t.job_id))
+                    if bq_job is None:
+                        continue
                 try:
                     await self.jobs.cancel(bq_job, project=t.config.project)
                 except Exception as exc:  # the job ends as it ends; its outcome is recorded then
