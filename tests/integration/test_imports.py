@@ -290,3 +290,83 @@ async def test_concurrent_writers_mysql_no_loss_no_duplicate(client, services, r
     assert len(loaded) == len(set(loaded)), "a row was loaded twice"
     assert sorted(loaded) == sorted(committed), (len(loaded), len(committed))
     assert len(committed) > 50
+
+
+# -- re-imports and schema changes ------------------------------------------------------------------
+
+async def _pg(dsn: str, *statements: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        for statement in statements:
+            await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+async def _last_started(runtime: Any, table_id: str) -> Any:
+    row = await runtime.pool.fetchrow(
+        "SELECT e.data FROM events e JOIN jobs j ON e.stream_id = 'job-' || j.job_id "
+        "WHERE j.table_id = $1 AND e.type = 'ImportStarted' ORDER BY e.position DESC LIMIT 1", table_id)
+    import orjson
+
+    return orjson.loads(row["data"])
+
+
+async def test_reimports_requested_by_route_and_by_condition_replace_the_table(client, services, runtime, pg_source) -> None:
+    await register(client, "shop", "postgres", pg_source)
+    imp = await import_table(client, "imp_re", "orders", {
+        "source_database": "shop", "source_table": "shop.orders", "id_column": "id"})
+    assert (await run_table(client, imp))["status"] == "succeeded"
+    # Rows changed in place are not seen by an append; a full re-import replaces the table.
+    await _pg(pg_source, "DELETE FROM shop.orders WHERE id > 100")
+    resp = await client.post(f"/api/v1/tables/{imp}/reimport", json={"reason": "source cleaned up"})
+    assert resp.status == 202, await resp.text()
+    assert (await run_table(client, imp))["status"] == "succeeded"
+    assert _rows(services, "imp_re.orders") == 100
+    started = await _last_started(runtime, imp)
+    assert started["full"] and "source cleaned up" in started["reason"]
+    # The request is spent: the next import appends again.
+    await _pg(pg_source, "INSERT INTO shop.orders (amount, note) VALUES (1, 'x')")
+    assert (await run_table(client, imp))["status"] == "succeeded"
+    assert _rows(services, "imp_re.orders") == 101 and not (await _last_started(runtime, imp))["full"]
+
+    # A reimport condition that holds at the run's slot (any hour) makes a scheduled run's import full.
+    resp = await client.patch(f"/api/v1/tables/{imp}", json={"import": {
+        "source_database": "shop", "source_table": "shop.orders", "id_column": "id",
+        "reimport_conditions": [{"hours": list(range(24))}]}})
+    assert resp.status == 200, await resp.text()
+    await _pg(pg_source, "DELETE FROM shop.orders WHERE id <= 50")
+    assert (await run_table(client, imp))["status"] == "succeeded"
+    assert _rows(services, "imp_re.orders") == 51
+    assert "reimport condition" in (await _last_started(runtime, imp))["reason"]
+
+
+async def test_schema_changes_follow_the_tables_policy(client, services, runtime, pg_source) -> None:
+    await register(client, "shop", "postgres", pg_source)
+    add = await import_table(client, "imp_sc", "add", {
+        "source_database": "shop", "source_table": "shop.orders", "id_column": "id"})
+    re = await import_table(client, "imp_sc", "re", {
+        "source_database": "shop", "source_table": "shop.orders", "id_column": "id", "on_schema_change": "reimport"})
+    fail = await import_table(client, "imp_sc", "fail", {
+        "source_database": "shop", "source_table": "shop.orders", "id_column": "id", "on_schema_change": "fail"})
+    for t in (add, re, fail):
+        assert (await run_table(client, t))["status"] == "succeeded"
+    await _pg(pg_source, "ALTER TABLE shop.orders ADD COLUMN channel text DEFAULT 'web'",
+              "INSERT INTO shop.orders (amount, note) VALUES (7, 'new')")
+    run = await run_table(client, add)
+    assert run["status"] == "succeeded", _states(run)
+    got = query(services, "SELECT COUNT(*) AS n, COUNTIF(channel = 'web') AS web FROM `maestro-local.imp_sc.add`")[0]
+    assert got == {"n": 501, "web": 1}  # appended with the new column; earlier rows have NULL there
+    run = await run_table(client, re)
+    assert run["status"] == "succeeded" and _rows(services, "imp_sc.re") == 501
+    assert query(services, "SELECT COUNTIF(channel = 'web') AS web FROM `maestro-local.imp_sc.re`")[0]["web"] == 501
+    run = await run_table(client, fail)
+    state, error = _states(run)["imp_sc.fail"]
+    assert state == "failed" and "added channel" in error and _rows(services, "imp_sc.fail") == 500
+    changes = [r["action"] for r in await runtime.pool.fetch(
+        "SELECT data->>'action' AS action FROM events WHERE type = 'ImportSchemaChanged' ORDER BY position")]
+    assert changes == ["add_columns", "reimport", "fail"]
+    # A retyped column cannot be appended: add_columns fails with the columns named.
+    await _pg(pg_source, "ALTER TABLE shop.orders ALTER COLUMN note TYPE integer USING length(note)")
+    state, error = _states(await run_table(client, add))["imp_sc.add"]
+    assert state == "failed" and "note: STRING -> INT64" in error and "reimport" in error
