@@ -33,6 +33,7 @@ from typing import Any, Literal
 
 import google_crc32c
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from google.cloud import storage
 from google.cloud.storage.fileio import BlobReader, BlobWriter
@@ -56,6 +57,12 @@ class ParquetSettings:
     compression_level: int | None = None  # zstd: pyarrow's default (1)
     chunk_size: int = 8 * MiB  # bytes per upload request; a multiple of 256 KiB
     request_timeout: float = 120.0
+    # Dictionary encoding only for the columns whose first row group repeats values (distinct
+    # values at most this share of its rows): on unique values (ids, hashes, free text) a
+    # dictionary is built, overflows and is dropped, costing time and bytes for nothing.
+    dictionary_ratio: float = 0.5
+    # Column statistics are for readers that skip row groups; these files are loaded, then deleted.
+    write_statistics: bool = False
 
     def __post_init__(self) -> None:
         if self.chunk_size <= 0 or self.chunk_size % _UPLOAD_MULTIPLE:
@@ -104,12 +111,18 @@ async def write_parquet(
         content_type=CONTENT_TYPE, timeout=settings.request_timeout,
     )  # fmt: skip
     sink = _Checksummed(upload)
-    writer = pq.ParquetWriter(
-        sink, schema, compression=settings.compression,
-        compression_level=settings.compression_level,
-        # BigQuery keeps microseconds; refuse to drop finer digits silently.
-        coerce_timestamps="us", allow_truncated_timestamps=False,
-    )  # fmt: skip
+    writer: pq.ParquetWriter | None = None  # made with the first row group (its dictionary choice)
+
+    def open_writer(first: pa.Table | None) -> pq.ParquetWriter:
+        return pq.ParquetWriter(
+            sink, schema, compression=settings.compression,
+            compression_level=settings.compression_level,
+            use_dictionary=_dictionary_columns(first, settings.dictionary_ratio),
+            write_statistics=settings.write_statistics,
+            # BigQuery keeps microseconds; refuse to drop finer digits silently.
+            coerce_timestamps="us", allow_truncated_timestamps=False,
+        )  # fmt: skip
+
     rows = groups = 0
     pending: asyncio.Future[Any] | None = None
     try:
@@ -118,9 +131,13 @@ async def write_parquet(
                 await pending
             table = pa.Table.from_batches(group, schema)
             rows, groups = rows + table.num_rows, groups + 1
+            if writer is None:
+                writer = await run(open_writer, table)
             pending = asyncio.ensure_future(run(_write_group, writer, table))
         if pending is not None:
             await pending
+        if writer is None:  # no rows: a valid file with the schema and no row group
+            writer = await run(open_writer, None)
         await run(writer.close)  # the footer
         upload.finalize = True
         await run(upload.close)  # the last chunk: only now does the object exist
@@ -205,9 +222,23 @@ def _write_group(writer: pq.ParquetWriter, table: pa.Table) -> None:
     writer.write_table(table, row_group_size=max(table.num_rows, 1))  # exactly one row group
 
 
-def _abandon(writer: pq.ParquetWriter, upload: _Upload) -> None:
+def _dictionary_columns(first: pa.Table | None, ratio: float) -> list[str]:
+    """The columns of ``first`` (the first row group) worth a dictionary: few distinct values."""
+    if first is None or not first.num_rows:
+        return []
+    chosen = []
+    for field, column in zip(first.schema, first.columns, strict=True):
+        if pa.types.is_nested(field.type):
+            continue
+        if pc.count_distinct(column).as_py() <= ratio * first.num_rows:
+            chosen.append(field.name)
+    return chosen
+
+
+def _abandon(writer: pq.ParquetWriter | None, upload: _Upload) -> None:
     with contextlib.suppress(Exception):
-        writer.close()
+        if writer is not None:
+            writer.close()
     upload.close()  # finalize is False: cancels the session
 
 

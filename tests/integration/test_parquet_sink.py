@@ -218,3 +218,20 @@ async def test_delete_exactly_the_loaded_generation(guarded: tuple[storage.Clien
 def test_chunk_size_must_be_a_multiple_of_256_kib() -> None:
     with pytest.raises(ValueError, match="multiple of 262144"):
         ParquetSettings(chunk_size=1000)
+
+
+async def test_dictionaries_only_for_columns_that_repeat(gcs: storage.Client) -> None:
+    """Unique values (ids, names) are written plain; a column of few values gets a dictionary."""
+    rows = 5000
+    repeat_schema = pa.schema([("id", pa.int64()), ("name", pa.string()), ("status", pa.string())])
+    table = pa.record_batch([
+        pa.array(range(rows), pa.int64()), pa.array([f"name-{i}" for i in range(rows)]),
+        pa.array(["open" if i % 3 else "closed" for i in range(rows)]),
+    ], schema=repeat_schema)
+    uploaded = await write_parquet(gcs, new_uri(), repeat_schema, source([table]), SMALL)
+    meta = download(gcs, uploaded).metadata
+    encodings = {meta.schema.column(i).name: meta.row_group(0).column(i).encodings for i in range(3)}
+    assert not any("DICTIONARY" in e for e in encodings["id"] + encodings["name"]), encodings
+    assert any("DICTIONARY" in e for e in encodings["status"]), encodings
+    assert not meta.row_group(0).column(0).is_stats_set  # loaded then deleted: no statistics
+    assert download(gcs, uploaded).read().to_batches()[0].equals(table)
