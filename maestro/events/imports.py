@@ -24,6 +24,11 @@ from maestro.events.model import Event
 from maestro.events.runs import LoadField, Watermark
 
 
+def import_stream(table_id: str) -> str:
+    """A table's import stream: re-import requests and external load requests."""
+    return f"import-{table_id}"
+
+
 class ImportStarted(Event):
     """A read of the source began, in one snapshot; its rows go to ``uri`` (a new object)."""
 

@@ -19,14 +19,10 @@ import orjson
 
 from maestro.errors import Conflict
 from maestro.events.catalog import ImportSettings
-from maestro.events.imports import ReimportRequested
+from maestro.events.imports import ReimportRequested, import_stream
 from maestro.events.model import Metadata
 from maestro.events.store import ANY_VERSION, EventStore
 from maestro.handlers.catalog.service import CatalogService, TableView
-
-
-def import_stream(table_id: str) -> str:
-    return f"import-{table_id}"
 
 
 def _settings(view: TableView) -> ImportSettings:

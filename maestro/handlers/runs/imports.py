@@ -58,6 +58,7 @@ from maestro.adapters.sources.columns import Column, SourceSchema
 from maestro.catalog.import_query import ImportQuery, Incremental, parse_import_query
 from maestro.errors import ConcurrencyConflict, MaestroError, ObjectExists, SourceColumnError
 from maestro.events.imports import (
+    import_stream,
     ImportProgress,
     ImportSchemaChanged,
     ImportStarted,
@@ -252,7 +253,7 @@ class _Import:
         requested = await self.runner._db(lambda: self.runner.pool.fetchrow(
             "SELECT occurred_at, data->>'reason' AS reason FROM events WHERE stream_id = $1 "
             "AND type = 'ReimportRequested' ORDER BY version DESC LIMIT 1",
-            f"import-{self.table_id}",
+            import_stream(self.table_id),
         ))
         watermark = None
         stored = orjson.loads(row["watermark"]) if row is not None and row["watermark"] else None

@@ -36,7 +36,7 @@ from maestro.errors import (
     ValidationFailed,
 )
 from maestro.events.catalog import TableSpec
-from maestro.events.imports import ExternalLoadRequested
+from maestro.events.imports import ExternalLoadRequested, import_stream
 from maestro.events.model import Metadata
 from maestro.events.runs import JobConfig, JobPlanned
 from maestro.events.store import ANY_VERSION, NO_STREAM, EventStore
@@ -50,10 +50,6 @@ FORMATS: dict[str, tuple[str, str, str]] = {
     "avro": ("AVRO", "avro", "application/avro"),
 }
 _JOB_ID_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
-
-
-def import_stream(table_id: str) -> str:
-    return f"import-{table_id}"
 
 
 def upload_prefix(spec: TableSpec) -> str:
