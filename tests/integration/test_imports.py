@@ -370,3 +370,27 @@ async def test_schema_changes_follow_the_tables_policy(client, services, runtime
     await _pg(pg_source, "ALTER TABLE shop.orders ALTER COLUMN note TYPE integer USING length(note)")
     state, error = _states(await run_table(client, add))["imp_sc.add"]
     assert state == "failed" and "note: STRING -> INT64" in error and "reimport" in error
+
+
+async def test_mysql_timestamp_boundary_is_read_again_and_deduplicated(client, services, runtime, my_source) -> None:
+    """Rows sharing the watermark's value arrive after it was loaded: ``>=`` reads them, the rows
+    loaded before at that value are dropped by their fingerprints, the new ones are appended."""
+    name = my_source.rsplit("/", 1)[1]
+    await mysql_execute(name, "CREATE TABLE ev (id int AUTO_INCREMENT PRIMARY KEY, at datetime, what varchar(10))",
+                        "INSERT INTO ev (at, what) VALUES ('2024-01-01 00:00:00', 'a'), ('2024-01-01 00:00:00', 'b'), "
+                        "('2024-01-01 00:00:00', 'b')")
+    await register(client, "crm", "mysql", my_source)
+    table = await import_table(client, "imp_ts", "ev", {
+        "source_database": "crm", "query": "SELECT at, what FROM ev", "id_column": "at", "settle_seconds": 0})
+    assert (await run_table(client, table))["status"] == "succeeded"
+    assert _rows(services, "imp_ts.ev") == 3
+    # Two more at the same second (one identical to rows already loaded) and one later.
+    await mysql_execute(name, "INSERT INTO ev (at, what) VALUES ('2024-01-01 00:00:00', 'b'), "
+                        "('2024-01-01 00:00:00', 'c'), ('2024-01-01 00:00:05', 'd')")
+    assert (await run_table(client, table))["status"] == "succeeded"
+    got = sorted((r["what"], r["n"]) for r in query(
+        services, "SELECT what, COUNT(*) AS n FROM `maestro-local.imp_ts.ev` GROUP BY what"))
+    assert got == [("a", 1), ("b", 3), ("c", 1), ("d", 1)]
+    # Nothing new: the boundary (now 00:00:05, one row) is read again and dropped.
+    assert (await run_table(client, table))["status"] == "succeeded"
+    assert _rows(services, "imp_ts.ev") == 6
