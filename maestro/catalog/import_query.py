@@ -87,6 +87,9 @@ class Incremental:
     floor: Any = None
     unseen_in: str | None = None
     xid_horizon: int | None = None
+    # With ``up_to``: also the rows whose column is NULL (a full import reads them; later
+    # windows cannot).
+    or_null: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +168,8 @@ class ImportQuery:
             elif incremental.unseen_in is not None:
                 conditions.append(f"NOT {_unseen(incremental)}")
             if incremental.up_to is not None:
-                conditions.append(f"{column} <= {self._placeholder(len(bounds) + 1, incremental, copy)}")
+                up_to = f"{column} <= {self._placeholder(len(bounds) + 1, incremental, copy)}"
+                conditions.append(f"({up_to} OR {column} IS NULL)" if incremental.or_null else up_to)
                 bounds.append(incremental.up_to)
         head = f"SELECT {', '.join(select) if select else self._select} {self._from}"
         sql = escape(head) + (" WHERE " + " AND ".join(conditions) if conditions else "")

@@ -394,3 +394,34 @@ async def test_mysql_timestamp_boundary_is_read_again_and_deduplicated(client, s
     # Nothing new: the boundary (now 00:00:05, one row) is read again and dropped.
     assert (await run_table(client, table))["status"] == "succeeded"
     assert _rows(services, "imp_ts.ev") == 6
+
+
+async def test_mysql_edges_null_ids_a_deleted_boundary_and_typed_bounds(client, services, runtime, my_source) -> None:
+    name = my_source.rsplit("/", 1)[1]
+    big = 2**62 + 1  # beyond a double's exact integers: bound as a number, not a string
+    await mysql_execute(name, "CREATE TABLE e (k bigint NULL, what varchar(10))",
+                        f"INSERT INTO e VALUES ({big}, 'a'), ({big + 1}, 'b'), (NULL, 'null')")
+    await register(client, "crm", "mysql", my_source)
+    table = await import_table(client, "imp_edge", "e", {
+        "source_database": "crm", "source_table": "e", "id_column": "k", "settle_seconds": 0})
+    assert (await run_table(client, table))["status"] == "succeeded"
+    # The full (first) import reads the rows whose column is NULL too.
+    assert sorted(r["what"] for r in query(services, "SELECT what FROM `maestro-local.imp_edge.e`")) == ["a", "b", "null"]
+    # The row at the watermark goes away: the watermark stays, nothing is read twice.
+    await mysql_execute(name, f"DELETE FROM e WHERE k = {big + 1}")
+    assert (await run_table(client, table))["status"] == "succeeded"
+    await mysql_execute(name, f"INSERT INTO e VALUES ({big + 2}, 'c')")
+    assert (await run_table(client, table))["status"] == "succeeded"
+    got = sorted(r["what"] for r in query(services, "SELECT what FROM `maestro-local.imp_edge.e`"))
+    assert got == ["a", "b", "c", "null"]
+
+
+async def test_an_incremental_import_from_a_postgres_view_fails_clearly(client, services, runtime, pg_source) -> None:
+    await _pg(pg_source, "CREATE VIEW shop.big_orders AS SELECT * FROM shop.orders WHERE amount > 100")
+    await register(client, "shop", "postgres", pg_source)
+    table = await import_table(client, "imp_view", "big", {
+        "source_database": "shop", "source_table": "shop.big_orders", "id_column": "id"})
+    state, error = _states(await run_table(client, table))["imp_view.big"]
+    assert state == "failed" and "is a view" in error
+    full = await import_table(client, "imp_view", "all_big", {"source_database": "shop", "source_table": "shop.big_orders"})
+    assert (await run_table(client, full))["status"] == "succeeded" and _rows(services, "imp_view.all_big") == 434

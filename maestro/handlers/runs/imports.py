@@ -46,8 +46,10 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import asyncpg
 import orjson
 import pyarrow as pa
+import pymysql
 import pyarrow.compute as pc
 
 from maestro.adapters.gcs import delete_generation, stat_object
@@ -56,7 +58,7 @@ from maestro.adapters.sources import mysql as mysql_source
 from maestro.adapters.sources import postgres as pg_source
 from maestro.adapters.sources.columns import Column, SourceSchema
 from maestro.catalog.import_query import ImportQuery, Incremental, parse_import_query
-from maestro.errors import ConcurrencyConflict, MaestroError, ObjectExists, SourceColumnError
+from maestro.errors import ConcurrencyConflict, MaestroError, ObjectExists, SourceColumnError, database_unavailable
 from maestro.events.imports import (
     import_stream,
     ImportProgress,
@@ -111,6 +113,11 @@ class _Cancelled(Exception):
     pass
 
 
+class _MaestroDown(Exception):
+    """Maestro's own database went away under the import (its ``__cause__``): not the source's
+    failure, so not the import's either."""
+
+
 def load_job_id(import_job_id: str, attempt: int = 1) -> str:
     """The BigQuery job id of an import's load (``attempt`` > 1: a load tried again)."""
     return f"{import_job_id}_load" if attempt == 1 else f"{import_job_id}_load{attempt}"
@@ -121,11 +128,12 @@ async def run_import(
     cancelled: Callable[[], bool],
 ) -> Outcome:
     """Drive one import job to its end (resuming from its events); never raises but to stop."""
-    job = _Import(runner, job_id, run_id, table_id, config, cancelled)
     try:
-        return await job.drive()
+        return await _Import(runner, job_id, run_id, table_id, config, cancelled).drive()
     except asyncio.CancelledError:
         raise
+    except _MaestroDown as exc:  # Maestro's own database: the runner restarts from the log
+        raise exc.__cause__ from None
     except _Cancelled:
         return Outcome("cancelled", reason="cancelled", message="the run was cancelled during the import")
     except _Failed as exc:
@@ -134,11 +142,15 @@ async def run_import(
         log.warning("import failed", extra={"job_id": job_id, "error": exc.message})
         return Outcome("failed", reason=exc.code, message=exc.message,
                        retryable=bool(getattr(exc, "retryable", False)))
+    except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError,
+            pymysql.err.MySQLError) as exc:
+        # A driver error from the *source* (Maestro's own database errors arrive as _MaestroDown):
+        # a lost or refused connection passes with time, anything else is the source's answer.
+        transient = database_unavailable(exc) or isinstance(exc, pymysql.err.OperationalError)
+        log.warning("import failed at the source", extra={"job_id": job_id, "error": str(exc)})
+        return Outcome("failed", reason="source_unavailable" if transient else "source_read_failed",
+                       message=f"the source database: {type(exc).__name__}: {exc}", retryable=transient)
     except Exception as exc:
-        from maestro.errors import database_unavailable
-
-        if database_unavailable(exc):
-            raise  # the runner restarts from the log, which resumes this import
         log.exception("import failed", extra={"job_id": job_id})
         return Outcome("failed", reason="internal", message=f"{type(exc).__name__}: {exc}")
 
@@ -155,11 +167,20 @@ class _Import:
             raise _Failed("not_configured", "this runner has no import sources configured")
         self.ctx = runner.imports
 
-    async def _append(self, event: Any, expected: int = ANY_VERSION) -> None:
-        await self.runner._append(self.stream, expected, event)
+    async def _append(self, event: Any, expected: int = ANY_VERSION, stream: str | None = None, **kw: Any) -> None:
+        await self._db(lambda: self.runner._append(stream or self.stream, expected, event, **kw))
+
+    async def _db(self, call: Callable[[], Any]) -> Any:
+        """A call on Maestro's database (through its blips); its loss is told apart from the source's."""
+        try:
+            return await self.runner._db(call)
+        except Exception as exc:
+            if database_unavailable(exc):
+                raise _MaestroDown() from exc
+            raise
 
     async def drive(self) -> Outcome:
-        recorded = await self.runner._db(lambda: self.runner.store.read(self.stream))
+        recorded = await self._db(lambda: self.runner.store.read(self.stream))
         uploaded = next((r.event for r in reversed(recorded) if isinstance(r.event, ImportUploaded)), None)
         started = [r.event for r in recorded if isinstance(r.event, ImportStarted)]
         if uploaded is None:
@@ -174,7 +195,7 @@ class _Import:
     async def _wait_turn(self) -> None:
         """Until no import of this table planned before this one is unfinished."""
         while True:
-            earlier = await self.runner._db(lambda: self.runner.pool.fetchval(
+            earlier = await self._db(lambda: self.runner.pool.fetchval(
                 "SELECT count(*) FROM jobs j, jobs me WHERE me.job_id = $2 AND j.table_id = $1 "
                 "AND j.kind = 'import' AND j.state IN ('planned', 'submitted') AND j.job_id <> $2 "
                 "AND (j.planned_at, j.job_id) < (me.planned_at, me.job_id)",
@@ -222,17 +243,27 @@ class _Import:
             ))
             began = time.monotonic()
             batches = source.read(query, schema, incremental=plan.incremental)
-            obj = await write_parquet(
-                self.ctx.storage(), uri, schema.arrow, self._watch(plan.filter(batches)), self.ctx.parquet,
-            )
-            watermark = await plan.next(source, fields)
+            try:
+                obj = await write_parquet(
+                    self.ctx.storage(), uri, schema.arrow, self._watch(plan.filter(batches)), self.ctx.parquet,
+                )
+            except BaseException:
+                with contextlib.suppress(Exception):  # finalized, then found wrong (size, CRC)
+                    await self._discard(uri)
+                raise
+            try:
+                watermark = await plan.next(source, fields)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await self._discard(uri)
+                raise
         uploaded = ImportUploaded(
             job_id=self.job_id, run_id=self.run_id, table_id=self.table_id, uri=obj.uri,
             generation=obj.generation, rows=obj.rows, bytes=obj.size, row_groups=obj.row_groups,
             seconds=round(time.monotonic() - began, 3), watermark=watermark,
         )
         self._plan = (full, additions, watermark, fields)
-        await self._append(uploaded)
+        await self._append(uploaded)  # lost with the database: the resumed read discards the object
         return uploaded
 
     async def _sleep(self, seconds: float) -> None:
@@ -244,13 +275,13 @@ class _Import:
 
     async def _previous(self) -> _Previous:
         """The table's last successful import load (its watermark) and any re-import request since."""
-        row = await self.runner._db(lambda: self.runner.pool.fetchrow(
+        row = await self._db(lambda: self.runner.pool.fetchrow(
             "SELECT l.config->'watermark' AS watermark, i.planned_at FROM jobs l JOIN jobs i "
             "ON i.job_id = l.config->>'import_job_id' WHERE l.table_id = $1 AND l.kind = 'load' "
             "AND l.state = 'succeeded' ORDER BY l.finished_at DESC LIMIT 1",
             self.table_id,
         ))
-        requested = await self.runner._db(lambda: self.runner.pool.fetchrow(
+        requested = await self._db(lambda: self.runner.pool.fetchrow(
             "SELECT occurred_at, data->>'reason' AS reason FROM events WHERE stream_id = $1 "
             "AND type = 'ReimportRequested' ORDER BY version DESC LIMIT 1",
             import_stream(self.table_id),
@@ -273,8 +304,8 @@ class _Import:
             return True, self.spec.reimport_reason or "a reimport condition holds", False
         if previous.request:
             return True, f"re-import requested: {previous.request}", False
-        if wm is None:
-            return True, "the first import", False
+        if wm is None or wm.value is None:
+            return True, "the first import" if wm is None else "no value of the column loaded yet", False
         if wm.column != self.spec.id_column:
             return True, f"the incremental column changed from {wm.column} to {self.spec.id_column}", False
         before = {f.name: f.type for f in wm.fields}
@@ -331,7 +362,7 @@ class _Import:
         the same file, up to the table's max_attempts), never the whole read."""
         runner = self.runner
         config = await self._load_config(uploaded)
-        attempt = max(1, await runner._db(lambda: runner.pool.fetchval(
+        attempt = max(1, await self._db(lambda: runner.pool.fetchval(
             "SELECT count(*) FROM jobs WHERE config->>'import_job_id' = $1", self.job_id)))
         while True:
             self.load_id = load_job_id(self.job_id, attempt)
@@ -355,17 +386,17 @@ class _Import:
         """One load job ``self.load_id``: planned (or found planned), executed or re-attached,
         its outcome recorded once."""
         runner = self.runner
-        owner = await runner._db(lambda: runner.pool.fetchrow(
+        owner = await self._db(lambda: runner.pool.fetchrow(
             "SELECT owner_id, group_id, attempt FROM jobs WHERE job_id = $1", self.job_id))
         try:
-            await runner._append(f"job-{self.load_id}", NO_STREAM, JobPlanned(
+            await self._append(stream=f"job-{self.load_id}", expected=NO_STREAM, event=JobPlanned(
                 job_id=self.load_id, run_id=self.run_id, table_id=self.table_id, config=config,
                 attempt=owner["attempt"] if owner else 1, owner_id=owner["owner_id"] if owner else None,
                 group_id=owner["group_id"] if owner else None,
             ))
             row = None
         except ConcurrencyConflict:
-            row = await runner._db(lambda: runner.pool.fetchrow(
+            row = await self._db(lambda: runner.pool.fetchrow(
                 "SELECT state, config::text, error, reason, retryable, statistics::text, planned_at, "
                 "submitted_at FROM jobs WHERE job_id = $1", self.load_id))
             config = JobConfig.model_validate_json(row["config"])
@@ -375,19 +406,24 @@ class _Import:
                            retryable=bool(row["retryable"]))
         if row is not None:
             runner.executor.unattached += 1  # looked up before anything is inserted again
-        outcome = await runner.executor.execute(
-            self.load_id, self.run_id, config, submitted=row is not None and row["state"] == "submitted",
-            recovered=row is not None, cancelled=self.cancelled,
-            planned_at=row["planned_at"].timestamp() if row is not None else None,
-            submitted_at=row["submitted_at"].timestamp() if row is not None and row["submitted_at"] else None,
-        )
+        try:
+            outcome = await runner.executor.execute(
+                self.load_id, self.run_id, config, submitted=row is not None and row["state"] == "submitted",
+                recovered=row is not None, cancelled=self.cancelled,
+                planned_at=row["planned_at"].timestamp() if row is not None else None,
+                submitted_at=row["submitted_at"].timestamp() if row is not None and row["submitted_at"] else None,
+            )
+        except Exception as exc:  # recording JobSubmitted lost Maestro's database
+            if database_unavailable(exc):
+                raise _MaestroDown() from exc
+            raise
         await self._record_load(config, outcome)
         return outcome
 
     async def _load_config(self, uploaded: ImportUploaded) -> JobConfig:
         plan = getattr(self, "_plan", None)
         if plan is None:  # resumed after ImportUploaded: the plan is in the log
-            recorded = await self.runner._db(lambda: self.runner.store.read(self.stream))
+            recorded = await self._db(lambda: self.runner.store.read(self.stream))
             started = next(r.event for r in reversed(recorded) if isinstance(r.event, ImportStarted))
             changed = [r.event for r in recorded if isinstance(r.event, ImportSchemaChanged)]
             additions = bool(changed) and changed[-1].action == "add_columns"
@@ -415,11 +451,11 @@ class _Import:
         else:
             event = JobFailed(**common, reason=outcome.reason, message=outcome.message,
                               retryable=outcome.retryable, statistics=outcome.statistics)
-        await self.runner._append(stream, ANY_VERSION, event, once=True)
+        await self._append(event, ANY_VERSION, stream=stream, once=True)
 
     async def _clean(self, config: JobConfig) -> None:
         """Delete the loaded object at its generation, once (also after a crash right before)."""
-        await delete_sources(self.runner, self.load_id, self.table_id, config)
+        await self._db(lambda: delete_sources(self.runner, self.load_id, self.table_id, config))
 
 
 @dataclass(frozen=True)
@@ -456,9 +492,10 @@ def _snapshot_bounds(snapshot: str) -> tuple[int, int]:
     return int(xmin), int(xmax)
 
 
-def fingerprint(row: dict[str, Any]) -> str:
-    """A row's identity for de-duplicating the MySQL boundary (every value, in column order)."""
-    return hashlib.sha256(orjson.dumps(list(row.values()), default=_plain)).hexdigest()[:32]
+def fingerprint(row: dict[str, Any], names: list[str]) -> str:
+    """A row's identity for de-duplicating the MySQL boundary: its values of ``names`` (the columns
+    loaded when the fingerprint was taken, so an added column does not change it)."""
+    return hashlib.sha256(orjson.dumps([row.get(n) for n in names], default=_plain)).hexdigest()[:32]
 
 
 def _plain(value: Any) -> Any:
@@ -485,6 +522,7 @@ class _Window:
         self._drop: Counter[str] = Counter()
         self._old_value: pa.Scalar | None = None
         self.nothing = False  # MySQL: the column had no value when looked at; read no row
+        self._drop_fields: list[str] = []  # the columns the old boundary's fingerprints cover
 
     @classmethod
     async def plan(cls, spec: ImportSpec, query: ImportQuery, schema: SourceSchema, source: Any,
@@ -495,6 +533,14 @@ class _Window:
         w.column = column = _column(schema, spec.id_column)
         wm = None if full else previous.watermark
         if dialect == "postgres":
+            kind = await source.fetchval("SELECT relkind::text FROM pg_class WHERE oid = to_regclass($1)",
+                                         query.quoted_table)
+            if kind not in ("r", "p"):
+                what = {"v": "a view", "m": "a materialized view", "f": "a foreign table"}.get(kind or "", "not a table")
+                raise _Failed("source_not_a_table", (
+                    f"{query.quoted_table} is {what}: an incremental import from PostgreSQL reads a table "
+                    "(it asks each row's inserting transaction, which only a table's rows carry); import "
+                    "the table itself, or import this one in full (no id_column)"))
             w.snapshot = await source.fetchval("SELECT pg_current_snapshot()::text")
             if wm is not None:
                 _, horizon = _snapshot_bounds(w.snapshot)
@@ -503,18 +549,32 @@ class _Window:
                     unseen_in=wm.snapshot, xid_horizon=horizon,
                 )
             return w
+        if upper is None:
+            if not full:  # nothing there when the importer looked: nothing settles this time
+                w._read_nothing(column, wm)
+            return w  # a full import with no value yet: every row, and the next import full too
+        if wm is not None and wm.value is not None:
+            w._old_value = _scalar(column, wm.value)
+            if pc.less(_scalar(column, upper), w._old_value).as_py():
+                w._read_nothing(column, wm)  # rows at the watermark went away: it stays where it is
+                return w
         w.upper = upper
-        if upper is None:  # nothing there when the importer looked: nothing settles this time
-            w.nothing = True
-            return w
         w.incremental = Incremental(
-            column.source, after=wm.value if wm is not None else None, inclusive=True, up_to=upper,
+            column.source, after=_bound(column, wm.value) if wm is not None else None, inclusive=True,
+            up_to=_bound(column, upper), or_null=full,
         )
         w._boundary_value = _scalar(column, upper)
         if wm is not None and wm.value is not None and wm.boundary:
-            w._old_value = _scalar(column, wm.value)
             w._drop = Counter(wm.boundary)
+            w._drop_fields = [f.name for f in wm.fields]
         return w
+
+    def _read_nothing(self, column: Column, wm: Watermark | None) -> None:
+        """An empty window (``col > v AND col <= v``): the source is asked for no row."""
+        self.nothing = True
+        if wm is not None and wm.value is not None:
+            value = _bound(column, wm.value)
+            self.incremental = Incremental(column.source, after=value, up_to=value)
 
     def describe(self) -> dict[str, Any]:
         inc = self.incremental
@@ -545,7 +605,7 @@ class _Window:
                     keep = [True] * batch.num_rows
                     rows = batch.to_pylist()
                     for i in pc.indices_nonzero(at_old).to_pylist():
-                        fp = fingerprint(rows[i])
+                        fp = fingerprint(rows[i], self._drop_fields)
                         if self._drop[fp] > 0:
                             self._drop[fp] -= 1
                             keep[i] = False
@@ -555,7 +615,7 @@ class _Window:
                 at_new = pc.fill_null(pc.equal(values, self._boundary_value), False)
                 if pc.any(at_new).as_py():
                     rows = batch.filter(at_new).to_pylist()
-                    self.boundary_rows.extend(fingerprint(r) for r in rows)
+                    self.boundary_rows.extend(fingerprint(r, self.schema.arrow.names) for r in rows)
             yield batch
 
     async def next(self, source: Any, fields: list[LoadField]) -> Watermark | None:
@@ -589,6 +649,17 @@ class _Window:
                 and self._old_value.equals(self._boundary_value):
             boundary = list(wm.boundary) + boundary  # still at the same value: all rows loaded there
         return Watermark(column=self.spec.id_column, value=self.upper, boundary=boundary, fields=fields)
+
+
+def _bound(column: Column, text: Any) -> Any:
+    """A MySQL bound typed as its column (a string bound would compare numbers as doubles)."""
+    if text is None:
+        return None
+    if column.bigquery == "INT64":
+        return int(text)
+    if column.bigquery in ("NUMERIC", "BIGNUMERIC"):
+        return decimal.Decimal(str(text))
+    return text
 
 
 def _scalar(column: Column, text: Any) -> pa.Scalar:
