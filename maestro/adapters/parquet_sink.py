@@ -228,9 +228,15 @@ def _dictionary_columns(first: pa.Table | None, ratio: float) -> list[str]:
         return []
     chosen = []
     for field, column in zip(first.schema, first.columns, strict=True):
-        if pa.types.is_nested(field.type):
+        if isinstance(field.type, pa.ExtensionType):  # JSON, UUID: count their stored values
+            column = pa.chunked_array([chunk.storage for chunk in column.chunks], field.type.storage_type)
+        if pa.types.is_nested(column.type):
             continue
-        if pc.count_distinct(column).as_py() <= ratio * first.num_rows:
+        try:
+            distinct = pc.count_distinct(column).as_py()
+        except pa.ArrowNotImplementedError:  # a type with no such kernel: leave it plain
+            continue
+        if distinct <= ratio * first.num_rows:
             chosen.append(field.name)
     return chosen
 

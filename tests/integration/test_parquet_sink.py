@@ -235,3 +235,13 @@ async def test_dictionaries_only_for_columns_that_repeat(gcs: storage.Client) ->
     assert any("DICTIONARY" in e for e in encodings["status"]), encodings
     assert not meta.row_group(0).column(0).is_stats_set  # loaded then deleted: no statistics
     assert download(gcs, uploaded).read().to_batches()[0].equals(table)
+
+
+async def test_dictionaries_are_decided_for_extension_types_too(gcs: storage.Client) -> None:
+    """JSON (an Arrow extension type) has no distinct-count kernel of its own: its storage is counted."""
+    json_type = pa.json_(pa.string())
+    schema = pa.schema([("doc", json_type), ("tags", pa.list_(pa.string()))])
+    docs = pa.ExtensionArray.from_storage(json_type, pa.array(['{"a": 1}', '{"a": 1}', '{"b": 2}', None]))
+    rows = pa.record_batch([docs, pa.array([["x"], [], None, ["y", "z"]])], schema=schema)
+    uploaded = await write_parquet(gcs, new_uri(), schema, source([rows]), SMALL)
+    assert uploaded.rows == 4 and download(gcs, uploaded).read().num_rows == 4
