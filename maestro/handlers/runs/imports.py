@@ -87,7 +87,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 PROGRESS_EVERY = 2.0  # seconds between ImportProgress events while rows stream
 TURN_POLL = 1.0  # seconds between looks at whether an earlier import of the table has ended
-MAX_OPEN_SNAPSHOTS = 1000  # PostgreSQL: earlier snapshots kept while their transactions may run
+MAX_OPEN_SNAPSHOTS = 1000
+CONFIRM_WAIT = 300.0  # seconds to wait for a load given up on to stop, before recording it failed  # PostgreSQL: earlier snapshots kept while their transactions may run
 
 
 @dataclass
@@ -417,8 +418,36 @@ class _Import:
             if database_unavailable(exc):
                 raise _MaestroDown() from exc
             raise
+        if outcome.status != "succeeded":
+            outcome = await self._confirm(config, outcome)
         await self._record_load(config, outcome)
         return outcome
+
+    async def _confirm(self, config: JobConfig, outcome: Outcome) -> Outcome:
+        """A load given up on (timed out, cancelled, BigQuery unreachable) may still commit: an
+        append recorded as failed would then be read and appended again. Ask BigQuery how it
+        ended (waiting up to CONFIRM_WAIT for it to stop) and record that."""
+        jobs = self.runner.jobs
+        deadline = time.monotonic() + CONFIRM_WAIT
+        while True:
+            try:
+                state = await jobs.get(self.load_id, project=config.project)
+            except Exception as exc:
+                state, error = None, exc
+            else:
+                error = None
+                if state is None:  # BigQuery never saw it: nothing was loaded
+                    return outcome
+                if state.state == "DONE":
+                    if state.error is None:
+                        log.warning("an import load given up on had succeeded", extra={"job_id": self.load_id})
+                        return Outcome("succeeded", state.statistics)
+                    return outcome
+            if time.monotonic() >= deadline:
+                log.error("an import load's end is unknown; recorded as failed", extra={
+                    "job_id": self.load_id, "error": str(error) if error else "still running"})
+                return outcome
+            await asyncio.sleep(2.0)
 
     async def _load_config(self, uploaded: ImportUploaded) -> JobConfig:
         plan = getattr(self, "_plan", None)
