@@ -425,3 +425,55 @@ async def test_an_incremental_import_from_a_postgres_view_fails_clearly(client, 
     assert state == "failed" and "is a view" in error
     full = await import_table(client, "imp_view", "all_big", {"source_database": "shop", "source_table": "shop.big_orders"})
     assert (await run_table(client, full))["status"] == "succeeded" and _rows(services, "imp_view.all_big") == 434
+
+
+class _Unreachable:
+    """BigQuery as seen through a network that loses every answer about load jobs after their
+    insert went out (jobs.get / the insert's own answer fail), until ``reachable`` is set: the
+    executor gives the load up at its deadline, while the local BigQuery has run it."""
+
+    def __init__(self, jobs: Any) -> None:
+        self.jobs, self.reachable = jobs, False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.jobs, name)
+
+    async def submit_state(self, job_id: str, config: Any) -> Any:
+        adopted, _ = await self.jobs.submit_state(job_id, config)
+        return adopted, None
+
+    async def get(self, job_id: str, *, project: str | None = None) -> Any:
+        if "_load" in job_id and not self.reachable:
+            raise OSError("network unreachable")
+        return await self.jobs.get(job_id, project=project)
+
+    async def wait(self, *args: Any, **kwargs: Any) -> Any:
+        return None
+
+
+async def test_a_load_given_up_on_that_committed_is_recorded_as_succeeded(client, services, runtime, pg_source) -> None:
+    """Recorded as failed, a load that committed anyway would make the next import append the
+    same rows again: the importer asks BigQuery how it ended before recording it."""
+    import dataclasses
+
+    await register(client, "shop", "postgres", pg_source)
+    imp = await import_table(client, "imp_late", "orders", {
+        "source_database": "shop", "source_table": "shop.orders", "id_column": "id"})
+    assert (await run_table(client, imp))["status"] == "succeeded"
+    await _pg(pg_source, "INSERT INTO shop.orders (amount, note) SELECT g, 'late' FROM generate_series(1, 7) g")
+    runner = services.runner
+    before_jobs, before = runner.jobs, runner.config
+    flaky = _Unreachable(before_jobs)
+    runner.jobs = flaky
+    runner.config = dataclasses.replace(before, job_timeout=2.0)
+    loop = asyncio.get_running_loop()
+    loop.call_later(4.0, lambda: setattr(flaky, "reachable", True))  # back after the deadline
+    try:
+        run = await run_table(client, imp)
+    finally:
+        runner.jobs, runner.config = before_jobs, before
+    assert run["status"] == "succeeded", _states(run)
+    load = [j for j in await _jobs(runtime, imp) if j["kind"] == "load"][-1]
+    assert load["state"] == "succeeded"
+    assert (await run_table(client, imp))["status"] == "succeeded"
+    assert query(services, "SELECT COUNT(*) AS n, COUNT(DISTINCT id) AS d FROM `maestro-local.imp_late.orders`")[0] == {"n": 507, "d": 507}
