@@ -477,3 +477,32 @@ async def test_a_load_given_up_on_that_committed_is_recorded_as_succeeded(client
     assert load["state"] == "succeeded"
     assert (await run_table(client, imp))["status"] == "succeeded"
     assert query(services, "SELECT COUNT(*) AS n, COUNT(DISTINCT id) AS d FROM `maestro-local.imp_late.orders`")[0] == {"n": 507, "d": 507}
+
+
+async def test_cancelling_a_run_stops_an_import_stuck_in_a_source_statement(client, services, runtime, pg_source) -> None:
+    await register(client, "shop", "postgres", pg_source)
+    imp = await import_table(client, "imp_stuck", "orders", {"source_database": "shop", "source_table": "shop.orders"})
+    blocker = await asyncpg.connect(pg_source)
+    tx = blocker.transaction()
+    await tx.start()
+    await blocker.execute("LOCK TABLE shop.orders IN ACCESS EXCLUSIVE MODE")  # the import's read waits
+    try:
+        resp = await client.post(f"/api/v1/tables/{imp}/run", json={})
+        run_id = (await resp.json())["id"]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 30
+        while not await runtime.pool.fetchval(
+                "SELECT count(*) FROM events e JOIN jobs j ON e.stream_id = 'job-' || j.job_id "
+                "WHERE j.run_id = $1 AND e.type = 'ImportStarted'", run_id):
+            assert loop.time() < deadline
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.5)
+        cancelled_at = loop.time()
+        assert (await client.post(f"/api/v1/runs/{run_id}/cancel", json={})).status == 202
+        run = await _finished(client, run_id, timeout=20)
+        assert run["status"] == "cancelled", _states(run)
+        assert loop.time() - cancelled_at < 5  # not when the statement would have ended
+        assert _states(run)["imp_stuck.orders"][0] == "cancelled"
+    finally:
+        await tx.rollback()
+        await blocker.close()

@@ -99,6 +99,10 @@ class MySQLSource:
         self._conn = conn
         self.rows_read = 0
 
+    def abort(self) -> None:
+        """Drop the connection now (whatever runs on it fails): the import was cancelled."""
+        self._conn.close()
+
     async def fetchval(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
         """One value (as text) from a query the importer rendered, in this same snapshot."""
         async with self._conn.cursor() as cur:

@@ -103,6 +103,10 @@ class PostgresSource:
         self._conn = conn
         self.rows_read = 0
 
+    def abort(self) -> None:
+        """Drop the connection now (whatever runs on it fails): the import was cancelled."""
+        self._conn.terminate()
+
     async def snapshot_xmin(self) -> int:
         """The oldest transaction still running when this snapshot was taken (the importer's
         horizon: rows of transactions from there on may still appear below the watermark)."""

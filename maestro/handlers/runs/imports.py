@@ -137,6 +137,16 @@ async def run_import(
         raise exc.__cause__ from None
     except _Cancelled:
         return Outcome("cancelled", reason="cancelled", message="the run was cancelled during the import")
+    except Exception as exc:
+        if cancelled() and not isinstance(exc, _MaestroDown):  # the source connection was dropped for it
+            return Outcome("cancelled", reason="cancelled", message="the run was cancelled during the import")
+        return _failed(job_id, exc)
+
+
+def _failed(job_id: str, exc: Exception) -> Outcome:
+    """The outcome of an import that raised ``exc``."""
+    try:
+        raise exc
     except _Failed as exc:
         return Outcome("failed", reason=exc.reason, message=exc.message, retryable=exc.retryable)
     except MaestroError as exc:
@@ -227,11 +237,11 @@ class _Import:
         if dialect == "mysql" and self.spec.id_column:
             # No snapshot horizon: note the greatest value now, give the transactions in flight
             # settle_seconds to commit, then read up to it in a snapshot taken after.
-            async with opener(section.dsn, password, **kwargs) as source:
+            async with opener(section.dsn, password, **kwargs) as source, self._abort_on_cancel(source):
                 schema = await source.discover(query)
                 upper = await source.fetchval(*_max_query(query, _column(schema, self.spec.id_column), dialect))
             await self._sleep(self.spec.settle_seconds)
-        async with opener(section.dsn, password, **kwargs) as source:
+        async with opener(section.dsn, password, **kwargs) as source, self._abort_on_cancel(source):
             schema = await source.discover(query)
             fields = [LoadField(**f) for f in schema.bigquery()]
             full, reason, additions = await self._decide(previous, fields)
@@ -266,6 +276,24 @@ class _Import:
         self._plan = (full, additions, watermark, fields)
         await self._append(uploaded)  # lost with the database: the resumed read discards the object
         return uploaded
+
+    @contextlib.asynccontextmanager
+    async def _abort_on_cancel(self, source: Any) -> AsyncIterator[None]:
+        """A run cancelled while a source statement runs (a MAX, a selective scan, the COPY
+        itself) drops the source connection at once instead of waiting for the statement."""
+
+        async def watch() -> None:
+            while not self.cancelled():
+                await asyncio.sleep(0.5)
+            source.abort()
+
+        task = asyncio.get_running_loop().create_task(watch())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     async def _sleep(self, seconds: float) -> None:
         end = time.monotonic() + seconds
