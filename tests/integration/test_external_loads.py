@@ -506,3 +506,26 @@ async def test_a_deletion_that_cannot_happen_ends_in_its_event_with_the_reason(c
     assert job["sources_deleted"]["errors"] == {
         uri: "not deleted: no Cloud Storage client in this runner: a load's sources cannot be deleted"}
     assert await stat_object(services.storage, uri) is not None
+
+
+async def test_a_waiting_external_table_holds_no_worker(client, services, runtime, bq) -> None:
+    """With one worker for the run, a table next to a waiting external table still runs at once."""
+    _override(services, 6.0)
+    try:
+        freq = (await (await client.post("/api/v1/frequencies", json={"name": "waits_one", "period": 86400})).json())["id"]
+        external = await _external(client, "lonely", dataset="waits1", format="csv")
+        await client.patch(f"/api/v1/tables/{external}", json={"frequency_id": freq})
+        resp = await client.post("/api/v1/tables", json={
+            "dataset": "waits1", "name": "other", "query": "SELECT 1 AS x", "frequency_id": freq})
+        other = (await resp.json())["id"]
+        resp = await client.post("/api/v1/runs", json={"frequency_id": freq, "workers": 1})
+        run_id = (await resp.json())["id"]
+        await _waiting(client, runtime, run_id, external)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 4.0  # well before the wait's 6 s end
+        while await runtime.pool.fetchval(
+                "SELECT state FROM run_tables WHERE run_id = $1 AND table_id = $2", run_id, other) != "succeeded":
+            assert loop.time() < deadline, "the other table waited for the external table's worker"
+            await asyncio.sleep(0.05)
+    finally:
+        _override(services, None)

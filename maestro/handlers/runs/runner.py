@@ -271,6 +271,10 @@ class Runner:
         if config.kind == "import":
             outcome = await run_import(self, job_id, run_id, table_id, config, cancelled=cancelled)
         elif config.kind == "external":
+            # A wait is not work: it gives its worker back, so waiting tables never starve the
+            # others (its outcome is recorded as any job's; releasing twice is a no-op).
+            slot.release()
+            self._dispatch()
             outcome = await wait_external(
                 self, job_id, run_id, table_id, config, planned_at=planned_at, cancelled=cancelled)
         else:
