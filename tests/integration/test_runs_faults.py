@@ -68,8 +68,9 @@ async def test_slots_missed_while_down_run_once_with_latest_and_never_with_skip(
     resp = await client.post("/api/v1/frequencies", json={"name": "hourly-skip", "period": 3600, "missed": "skip"})
     skip = (await resp.json())["id"]
     scheduler = Scheduler(runtime.runs)
-    # The service comes back five hours and ten minutes after the frequencies were created.
-    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=5, minutes=10)
+    # The service comes back hours after the frequencies were created, ten minutes into an hour
+    # (not "now + 5 h 10 min": run at 13:50 that lands on a slot, which "skip" rightly runs).
+    later = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=5)).replace(minute=10, second=0, microsecond=0)
     started = await scheduler.tick(later)
     assert len(started) == 1 and started[0].startswith(latest)
     slot = await runtime.pool.fetchval("SELECT slot FROM runs WHERE frequency_id = $1", latest)
