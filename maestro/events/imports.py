@@ -92,7 +92,7 @@ class LoadSourceDeleted(Event):
     attempt that crashed before recording it, or by someone else), ``kept`` had been written over
     by a newer generation (left in place: it is not what was loaded), and ``errors`` (uri ->
     reason) could not be deleted for a reason that would not change by trying again (say, no
-    permission). Recorded once per load; nothing retries after it."""
+    permission, or no Cloud Storage client). Recorded once per load; nothing retries after it."""
 
     job_id: str
     table_id: str
