@@ -15,12 +15,11 @@ with a lower position is still executed. Only the leader runs it (maestro.servic
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 import logging
 from typing import Any
 
-from maestro.errors import ConcurrencyConflict, database_unavailable
+from maestro.errors import ConcurrencyConflict
 from maestro.events.model import Metadata
 from maestro.events.runs import (
     JobCancelled,
@@ -32,12 +31,13 @@ from maestro.events.runs import (
     JobSucceeded,
 )
 from maestro.events.store import ANY_VERSION, NO_STREAM, EventStore
-from maestro.handlers.runs.executor import Jobs, JobExecutor, Outcome, failure
+from maestro.handlers.runs.executor import Jobs, JobExecutor, Outcome
 from maestro.handlers.runs.external import wait_external
 from maestro.handlers.runs.imports import ImportContext, run_import
 from maestro.handlers.runs.journal import append_through_blips, metadata, through_blips
 from maestro.handlers.runs.recovery import recover
 from maestro.handlers.runs.follow import COMPONENT, follow
+from maestro.handlers.runs.guard import guarded
 from maestro.handlers.runs.finish import finish
 from maestro.handlers.runs.state import (
     TERMINAL,
@@ -382,40 +382,6 @@ class Runner:
         return await through_blips(call, stopping=self._stop.is_set, down=lambda exc: self.health.down(COMPONENT, exc))
 
     def _spawn(self, coro, run: RunState | None, table: TableState | None, slot: Slot) -> None:
-        task = asyncio.get_running_loop().create_task(self._guarded(coro, run, table, slot))
+        task = asyncio.get_running_loop().create_task(guarded(self, coro, run, table, slot))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-    async def _guarded(self, coro, run: RunState | None, table: TableState | None, slot: Slot) -> None:
-        """A job task never dies silently: whatever it raises, its table fails with the reason,
-        its slot is given back and the run goes on to its end."""
-        try:
-            await coro
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            if self._stop.is_set():
-                return
-            if database_unavailable(exc):  # recovery redoes what was not recorded
-                log.warning("job task lost the database", extra={"error": str(exc)})
-                self.broken.set()
-                return
-            log.exception("runner task failed; failing its job")
-            slot.release()
-            if run is None or table is None:
-                self._dispatch()
-                return
-            if table.state not in ("running", "extracting"):
-                # It failed deciding what follows, not running a job: start over from the log.
-                self.health.down(COMPONENT, exc)
-                self.broken.set()
-                return
-            outcome = failure(exc)
-            if table.job_id is not None:
-                with contextlib.suppress(Exception):
-                    await self._append(f"job-{table.job_id}", ANY_VERSION, JobFailed(
-                        job_id=table.job_id, run_id=run.run_id, table_id=table.table_id,
-                        reason=outcome.reason, message=outcome.message, retryable=False,
-                    ), once=True)
-            run.moved(table, "failed")
-            await self.advance(run)
