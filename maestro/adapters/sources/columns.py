@@ -14,14 +14,14 @@ from __future__ import annotations
 import datetime
 import decimal
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from maestro.errors import SourceReadFailed
+from maestro.errors import SourceColumnError, SourceReadFailed
 
 # BigQuery's DATE / DATETIME / TIMESTAMP start at year 1; parsing already refuses years > 9999.
 _MIN_DAYS = (datetime.date(1, 1, 1) - datetime.date(1970, 1, 1)).days
@@ -58,6 +58,25 @@ class SourceSchema:
             {"name": c.name, "type": c.bigquery, "mode": "REPEATED" if c.repeated else "NULLABLE"}
             for c in self.columns
         ]
+
+
+def selected(
+    query: Any, catalog: dict[str, Any], *, fold: Callable[[str], str] = str, every: list[str] | None = None,
+) -> Iterator[tuple[str, Any, str | None, str]]:
+    """(output name, the catalog's entry for its source column, cast, select expression) for each
+    column ``query`` reads — ``*``: every column, named as ``every`` spells them (default: the
+    catalog's keys) — looking each up as ``fold(name)``; a column the table lacks is refused by
+    name. Both readers' discovery starts here."""
+    wanted = (
+        [(name, name, None, query.quote(name)) for name in (every if every is not None else catalog)]
+        if query.columns is None
+        else [(c.name, c.source, c.cast, c.expression) for c in query.columns]
+    )
+    for name, source, cast, expression in wanted:
+        found = catalog.get(fold(source))
+        if found is None:
+            raise SourceColumnError(f"the source table {query.quoted_table} has no column {source!r}", column=source)
+        yield name, found, cast, expression
 
 
 def decimal_type(precision: int | None, scale: int | None) -> tuple[str, pa.DataType]:

@@ -30,10 +30,10 @@ import pyarrow.compute as pc
 import pymysql
 from pymysql.converters import conversions
 
-from maestro.adapters.sources.columns import Column, SourceSchema, convert, failed
+from maestro.adapters.sources.columns import Column, SourceSchema, convert, failed, selected
 from maestro.adapters.sources.mysql_types import map_column
 from maestro.catalog.import_query import ImportQuery, Incremental
-from maestro.errors import SourceColumnError, SourceReadFailed, SourceTableNotFound, SourceUnavailable
+from maestro.errors import SourceReadFailed, SourceTableNotFound, SourceUnavailable
 
 BATCH_ROWS = 50_000
 # The driver's encoders (to escape bound values) without its decoders (values stay text).
@@ -122,18 +122,9 @@ class MySQLSource:
         json_columns = {m.replace("``", "`").lower() for c in checks for m in _JSON_CHECK.findall(c)}
         # MySQL column names are case-insensitive: match them so.
         table = {name.lower(): (name, column_type, data_type) for name, column_type, data_type in rows}
-        selected = (
-            [(name, name, None, query.quote(name)) for name, _, _ in table.values()]
-            if query.columns is None
-            else [(c.name, c.source, c.cast, c.expression) for c in query.columns]
-        )
         columns = []
-        for name, source, cast, expression in selected:
-            found = table.get(source.lower())
-            if found is None:
-                raise SourceColumnError(
-                    f"the source table {query.quoted_table} has no column {source!r}", column=source
-                )
+        every = [stored for stored, _, _ in table.values()]
+        for name, found, cast, expression in selected(query, table, fold=str.lower, every=every):
             stored, column_type, data_type = found
             is_json = cast is None and (data_type == "json" or stored.lower() in json_columns)
             columns.append(map_column(name, stored, cast or column_type, is_json=is_json, select=expression))

@@ -30,10 +30,10 @@ import asyncpg
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 
-from maestro.adapters.sources.columns import SourceSchema, convert, failed
+from maestro.adapters.sources.columns import SourceSchema, convert, failed, selected
 from maestro.adapters.sources.postgres_types import csv_type, map_column
 from maestro.catalog.import_query import ImportQuery, Incremental
-from maestro.errors import SourceColumnError, SourceReadFailed, SourceTableNotFound, SourceUnavailable
+from maestro.errors import SourceReadFailed, SourceTableNotFound, SourceUnavailable
 
 BLOCK_BYTES = 8 * 1024 * 1024
 # The session settings every value conversion relies on (see postgres_types).
@@ -122,20 +122,10 @@ class PostgresSource:
         if not rows:
             raise SourceTableNotFound(f"the source has no table {query.quoted_table} (or cannot show it)")
         table = {row["name"]: row for row in rows}
-        selected = (
-            [(name, name, None, query.quote(name)) for name in table]
-            if query.columns is None
-            else [(c.name, c.source, c.cast, c.expression) for c in query.columns]
-        )
         columns = []
-        for name, source, cast, expression in selected:
-            row = table.get(source)
-            if row is None:
-                raise SourceColumnError(
-                    f"the source table {query.quoted_table} has no column {source!r}", column=source
-                )
+        for name, row, cast, expression in selected(query, table):
             columns.append(map_column(
-                name, source, cast or row["type"], is_enum=cast is None and row["is_enum"],
+                name, row["name"], cast or row["type"], is_enum=cast is None and row["is_enum"],
                 select=expression,
             ))
         return SourceSchema(tuple(columns))
