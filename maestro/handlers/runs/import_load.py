@@ -8,6 +8,7 @@ confirmed with BigQuery when given up on, its outcome recorded once, the file de
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -146,9 +147,11 @@ class ImportLoad:
                         return Outcome("succeeded", state.statistics)
                     return outcome
             if time.monotonic() >= deadline:
-                log.error("an import load's end is unknown; recorded as failed", extra={
-                    "job_id": self.load_id, "error": str(error) if error else "still running"})
-                return outcome
+                why = f"BigQuery could not be asked ({error})" if error else "it was still running"
+                log.error("an import load's end is unknown; recorded as failed", extra={"job_id": self.load_id})
+                return dataclasses.replace(outcome, message=(
+                    f"{outcome.message}; its end is unknown after {CONFIRM_WAIT:.0f} s ({why}): if it "
+                    "committed after all, re-import the table (POST /api/v1/tables/{id}/reimport)"))
             await asyncio.sleep(2.0)
 
     async def _load_config(self, uploaded: ImportUploaded) -> JobConfig:
