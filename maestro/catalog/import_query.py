@@ -81,12 +81,16 @@ class Incremental:
     inclusive: bool = False
     up_to: Any = None
     column_type: str | None = None
-    # PostgreSQL's late commits: also rows above ``floor`` (and up to ``after``) whose inserting
-    # transaction the earlier snapshot ``unseen_in`` did not see. Rows carry 32-bit xids;
-    # ``xid_horizon`` (the xmax of the snapshot reading now) gives them their epoch.
+    # PostgreSQL's late commits: also rows above ``floor`` (and up to ``after``) that the previous
+    # import did not load: their inserting transaction is at or above ``loaded_from`` (the previous
+    # snapshot's xmin) and not one of ``loaded_xids``. Rows carry 32-bit xids; ``xid_horizon`` (the
+    # xmax of the snapshot reading now) gives them their epoch. ``xid_cut``: only rows of
+    # transactions below it are read (the rest wait for a later import).
     floor: Any = None
-    unseen_in: str | None = None
+    loaded_from: int | None = None
+    loaded_xids: tuple[int, ...] = ()
     xid_horizon: int | None = None
+    xid_cut: int | None = None
     # With ``up_to``: also the rows whose column is NULL (a full import reads them; later
     # windows cannot).
     or_null: bool = False
@@ -162,11 +166,13 @@ class ImportQuery:
                 op = ">=" if incremental.inclusive else ">"
                 after = f"{column} {op} {self._placeholder(len(bounds) + 1, incremental, copy)}"
                 bounds.append(incremental.after)
-                if incremental.unseen_in is not None:
-                    after = f"({after} OR NOT {_unseen(incremental)})"
+                if incremental.loaded_from is not None:
+                    after = f"({after} OR {_not_loaded(incremental)})"
                 conditions.append(after)
-            elif incremental.unseen_in is not None:
-                conditions.append(f"NOT {_unseen(incremental)}")
+            elif incremental.loaded_from is not None:
+                conditions.append(_not_loaded(incremental))
+            if incremental.xid_cut is not None:
+                conditions.append(f"{_xid(incremental)} < {int(incremental.xid_cut)}")
             if incremental.up_to is not None:
                 up_to = f"{column} <= {self._placeholder(len(bounds) + 1, incremental, copy)}"
                 conditions.append(f"({up_to} OR {column} IS NULL)" if incremental.or_null else up_to)
@@ -334,20 +340,27 @@ def _render_list(select: exp.Select, dialect: SourceDialect) -> str:
     return ", ".join(items)
 
 
-_SNAPSHOT = re.compile(r"\d{1,20}:\d{1,20}:(\d{1,20}(,\d{1,20})*)?")
 
 
-def _unseen(incremental: Incremental) -> str:
-    """``pg_visible_in_snapshot(<the row's xid8>, '<unseen_in>')``: the row's inserting transaction
-    had committed when that snapshot was taken. The row's 32-bit ``xmin`` takes the epoch of
+def _xid(incremental: Incremental) -> str:
+    """The row's inserting transaction as a 64-bit xid: its 32-bit ``xmin`` takes the epoch of
     ``xid_horizon``, one less when its low bits are above the horizon's (it is older)."""
-    snapshot, horizon = incremental.unseen_in, incremental.xid_horizon
-    if snapshot is None or not _SNAPSHOT.fullmatch(snapshot) or horizon is None or horizon < 0:
-        raise ValueError(f"a snapshot (xmin:xmax:xip) and an xid horizon are needed, got {snapshot!r}, {horizon!r}")
+    horizon = incremental.xid_horizon
+    if horizon is None or horizon < 0:
+        raise ValueError(f"an xid horizon is needed, got {horizon!r}")
     base, low = horizon & ~0xFFFFFFFF, horizon & 0xFFFFFFFF
-    xid = (f"(CASE WHEN xmin::text::bigint > {low} THEN {base - (1 << 32)} ELSE {base} END"
-           " + xmin::text::bigint)")
-    return f"pg_visible_in_snapshot({xid}::text::xid8, '{snapshot}'::pg_snapshot)"
+    return (f"(CASE WHEN xmin::text::bigint > {low} THEN {base - (1 << 32)} ELSE {base} END"
+            " + xmin::text::bigint)")
+
+
+def _not_loaded(incremental: Incremental) -> str:
+    """The row's transaction is at or above ``loaded_from`` and not among ``loaded_xids`` (a
+    constant array: PostgreSQL hashes it for ``<> ALL`` from nine elements on)."""
+    condition = f"{_xid(incremental)} >= {int(incremental.loaded_from or 0)}"
+    if incremental.loaded_xids:
+        listed = ",".join(str(int(x)) for x in incremental.loaded_xids)
+        condition += f" AND {_xid(incremental)} <> ALL('{{{listed}}}'::bigint[])"
+    return f"({condition})"
 
 
 def _setting(n: int) -> str:

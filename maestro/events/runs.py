@@ -66,7 +66,7 @@ class Watermark(_Model):
     ``value``: the greatest value of ``column`` loaded (JSON: a number, or text for decimals and
     times). PostgreSQL: ``snapshot`` is the ``pg_snapshot`` the rows were read in, and ``floor``
     the value below which no row can still appear; the next import also reads rows above
-    ``floor`` whose transaction ``snapshot`` did not see. MySQL: ``observed`` (at
+    ``floor`` of the transactions it did not load (``seen``, ``cut``). MySQL: ``observed`` (at
     ``observed_at``) is the column's greatest value when last looked at; it becomes the upper bound once
     ``settle_seconds`` old; ``boundary`` fingerprints the rows loaded at ``value`` (read again
     with ``>=``, and dropped)."""
@@ -81,6 +81,12 @@ class Watermark(_Model):
     fields: list[LoadField] = []  # the table's columns as loaded (schema changes compare to it)
     # Every earlier import snapshot still holding transactions in flight: (value, snapshot).
     open_snapshots: list[tuple[Any, str]] = []
+    # PostgreSQL: which transactions' rows are loaded among those from ``snapshot``'s xmin on:
+    # ``seen`` lists them as offsets from that xmin, all below ``cut`` (the 64-bit xid under
+    # which every committed row ``snapshot`` shows is loaded; rows of later transactions wait
+    # for the next import). None: a watermark from before this was tracked.
+    seen: list[int] | None = None
+    cut: int | None = None
 
 
 class JobConfig(_Model):

@@ -203,8 +203,21 @@ async def _pg_writer(dsn: str, seed: int, stop: asyncio.Event, committed: list[i
         while not stop.is_set():
             tx = conn.transaction()
             await tx.start()
-            ids = [await conn.fetchval("INSERT INTO shop.w (writer) VALUES ($1) RETURNING id", seed)
-                   for _ in range(rnd.randint(1, 3))]
+            ids = []
+            for _ in range(rnd.randint(1, 3)):
+                if rnd.random() < 0.4:
+                    # In a savepoint: the row carries the subtransaction's id, which no snapshot
+                    # lists as in flight; some savepoints roll back.
+                    savepoint = conn.transaction()
+                    await savepoint.start()
+                    row = await conn.fetchval("INSERT INTO shop.w (writer) VALUES ($1) RETURNING id", seed)
+                    if rnd.random() < 0.25:
+                        await savepoint.rollback()
+                    else:
+                        await savepoint.commit()
+                        ids.append(row)
+                else:
+                    ids.append(await conn.fetchval("INSERT INTO shop.w (writer) VALUES ($1) RETURNING id", seed))
             # Some hold their ids for a while: later ids commit first (out of id order).
             await asyncio.sleep(rnd.choice([0, 0, 0.05, 0.2, 1.5]))
             if rnd.random() < 0.2:
@@ -274,6 +287,71 @@ async def test_concurrent_writers_postgres_no_loss_no_duplicate(client, services
     assert len(loaded) == len(set(loaded)), "a row was loaded twice"
     assert sorted(loaded) == sorted(committed), (len(loaded), len(committed))
     assert len(committed) > 50
+
+
+async def test_rows_of_a_savepoint_in_a_transaction_in_flight_are_not_skipped(client, services, runtime, pg_source) -> None:
+    """A savepoint's rows carry the subtransaction's id, and a snapshot lists only top-level
+    transactions as in flight: judged by the snapshot alone, ``b`` and ``d`` would look committed
+    to the import that ran while their transaction was open, and be skipped once it commits."""
+    await _pg(pg_source, "CREATE TABLE shop.sp (id bigserial PRIMARY KEY, what text)")
+    await register(client, "shop", "postgres", pg_source)
+    table = await import_table(client, "imp_sp", "sp", {
+        "source_database": "shop", "source_table": "shop.sp", "id_column": "id"})
+    assert (await run_table(client, table))["status"] == "succeeded"  # the first import: empty
+    writer = await asyncpg.connect(pg_source)
+    try:
+        tx = writer.transaction()
+        await tx.start()
+        await writer.execute("INSERT INTO shop.sp (what) VALUES ('a')")
+        for what in ("b", "x"):
+            savepoint = writer.transaction()
+            await savepoint.start()
+            await writer.execute("INSERT INTO shop.sp (what) VALUES ($1)", what)
+            await (savepoint.commit() if what == "b" else savepoint.rollback())
+        await _pg(pg_source, "INSERT INTO shop.sp (what) VALUES ('c')")  # a later id commits first
+        assert (await run_table(client, table))["status"] == "succeeded"
+        savepoint = writer.transaction()
+        await savepoint.start()
+        await writer.execute("INSERT INTO shop.sp (what) VALUES ('d')")
+        await savepoint.commit()
+        await tx.commit()
+    finally:
+        await writer.close()
+    assert (await run_table(client, table))["status"] == "succeeded"
+    loaded = sorted(r["what"] for r in query(services, "SELECT what FROM `maestro-local.imp_sp.sp`"))
+    assert loaded == ["a", "b", "c", "d"]
+
+
+async def test_rows_beyond_the_span_wait_while_a_transaction_stays_open(client, services, runtime, pg_source, monkeypatch) -> None:
+    """The list of loaded transactions is bounded: with a span of 3 transaction ids and a limit
+    of 2, rows of later transactions wait (are not loaded, not lost) until the transaction that
+    holds the snapshot's xmin back ends; then every row is loaded once."""
+    from maestro.handlers.runs import import_window
+
+    monkeypatch.setattr(import_window, "XID_SPAN", 3)
+    monkeypatch.setattr(import_window, "SEEN_LIMIT", 2)
+    await _pg(pg_source, "CREATE TABLE shop.span (id bigserial PRIMARY KEY, n int)")
+    await register(client, "shop", "postgres", pg_source)
+    table = await import_table(client, "imp_span", "span", {
+        "source_database": "shop", "source_table": "shop.span", "id_column": "id"})
+    holder = await asyncpg.connect(pg_source)
+    try:
+        tx = holder.transaction()
+        await tx.start()
+        await holder.execute("INSERT INTO shop.span (n) VALUES (0)")  # holds the xmin
+        counts = []
+        for round_ in range(3):
+            for i in range(4):  # four transactions, one id each
+                await _pg(pg_source, f"INSERT INTO shop.span (n) VALUES ({round_ * 10 + i + 1})")
+            assert (await run_table(client, table))["status"] == "succeeded"
+            counts.append(len(query(services, "SELECT n FROM `maestro-local.imp_span.span`")))
+        assert counts[-1] < 12, counts  # the rows beyond the span wait for the holder
+        await tx.commit()
+    finally:
+        await holder.close()
+    assert (await run_table(client, table))["status"] == "succeeded"
+    loaded = sorted(r["n"] for r in query(services, "SELECT n FROM `maestro-local.imp_span.span`"))
+    assert loaded == sorted([0] + [r * 10 + i + 1 for r in range(3) for i in range(4)])
 
 
 async def test_concurrent_writers_mysql_no_loss_no_duplicate(client, services, runtime, my_source) -> None:

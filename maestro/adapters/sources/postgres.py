@@ -36,6 +36,9 @@ from maestro.catalog.import_query import ImportQuery, Incremental
 from maestro.errors import SourceReadFailed, SourceTableNotFound, SourceUnavailable
 
 BLOCK_BYTES = 8 * 1024 * 1024
+# The rows' inserting transaction, when asked for: named with a prefix BigQuery reserves, so no
+# column of an import table can carry the name.
+XMIN = "_PARTITION_maestro_xmin"
 # The session settings every value conversion relies on (see postgres_types).
 _SESSION = {
     "TimeZone": "UTC", "DateStyle": "ISO, YMD", "IntervalStyle": "iso_8601",
@@ -138,18 +141,23 @@ class PostgresSource:
         incremental: Incremental | None = None,
         limit: int | None = None,
         block_bytes: int = BLOCK_BYTES,
+        xmin: bool = False,
     ) -> AsyncIterator[pa.RecordBatch]:
-        """The rows as batches of ``schema.arrow``; ``rows_read`` counts them.
+        """The rows as batches of ``schema.arrow``; ``rows_read`` counts them. With ``xmin``, each
+        batch ends with one more column, :data:`XMIN` (int64): the 32-bit id of the transaction
+        that inserted the row.
 
         The row count PostgreSQL reports at the end of the COPY is checked against the rows parsed.
         """
         select = [f"{c.select} AS {query.quote(c.name)}" for c in schema.columns]
+        if xmin:
+            select.append(f"xmin::text::bigint AS {query.quote(XMIN)}")
         rendered = query.render(incremental, limit=limit, copy=True, select=select)
         for name, value in rendered.settings:
             await self._conn.execute("SELECT set_config($1, $2, true)", name, value)
         blocks: asyncio.Queue[bytes] = asyncio.Queue(maxsize=2)
         copy = asyncio.create_task(self._copy(rendered.sql, blocks, block_bytes))
-        parse = _Parser(schema)
+        parse = _Parser(schema, xmin=xmin)
         carry = b""
         try:
             while (block := await _next_block(blocks, copy)) is not None:
@@ -215,14 +223,20 @@ async def _next_block(blocks: asyncio.Queue[bytes], copy: asyncio.Task[str]) -> 
 class _Parser:
     """CSV text of whole records -> one RecordBatch of the declared schema (runs in a thread)."""
 
-    def __init__(self, schema: SourceSchema) -> None:
+    def __init__(self, schema: SourceSchema, *, xmin: bool = False) -> None:
         self.schema = schema
         self.rows = 0
         names = [c.name for c in schema.columns]
+        types = {c.name: csv_type(c) for c in schema.columns}
+        self._arrow = schema.arrow
+        if xmin:  # a name no declared column has (each is one of the query's own output names)
+            names.append(XMIN)
+            types[XMIN] = pa.int64()
+            self._arrow = self._arrow.append(pa.field(XMIN, pa.int64()))
         self._read = pa_csv.ReadOptions(column_names=names, block_size=BLOCK_BYTES * 2, use_threads=False)
         self._parse = pa_csv.ParseOptions(newlines_in_values=True)
         self._convert = pa_csv.ConvertOptions(
-            column_types={c.name: csv_type(c) for c in schema.columns},
+            column_types=types,
             true_values=["t", "1"], false_values=["f", "0"],  # booleans, and bit(1)
             null_values=[""], strings_can_be_null=True, quoted_strings_can_be_null=False,
         )
@@ -233,8 +247,10 @@ class _Parser:
         except pa.ArrowInvalid as exc:
             raise self._failed(exc) from exc
         arrays = [convert(col, table.column(i).combine_chunks()) for i, col in enumerate(self.schema.columns)]
+        if len(self._arrow) > len(arrays):
+            arrays.append(table.column(len(arrays)).combine_chunks())
         self.rows += table.num_rows
-        return pa.RecordBatch.from_arrays(arrays, schema=self.schema.arrow)
+        return pa.RecordBatch.from_arrays(arrays, schema=self._arrow)
 
     def _failed(self, exc: pa.ArrowInvalid) -> SourceReadFailed:
         # "In CSV column #3: CSV conversion error to date32[day]: invalid value 'infinity'"

@@ -27,6 +27,11 @@ from maestro.errors import SourceColumnError
 from maestro.events.runs import ImportSpec, LoadField, Watermark
 
 MAX_OPEN_SNAPSHOTS = 1000  # PostgreSQL: earlier snapshots kept while their transactions may run
+# PostgreSQL: an import loads rows of transactions below its snapshot's xmin + XID_SPAN (and
+# lists the ones from xmin on); once that list reaches SEEN_LIMIT, the span stops growing until
+# the oldest transaction in flight ends (docs/imports.md, "Incremental imports").
+XID_SPAN = 1_000_000
+SEEN_LIMIT = 20_000
 
 
 class ImportFailed(Exception):
@@ -97,6 +102,9 @@ class Window:
         self._old_value: pa.Scalar | None = None
         self.nothing = False  # MySQL: the column had no value when looked at; read no row
         self._drop_fields: list[str] = []  # the columns the old boundary's fingerprints cover
+        # PostgreSQL: this snapshot's xmin and xmax, the cut, the loaded transactions from xmin on
+        self._seen_from = self._horizon = self._cut = 0
+        self._seen: set[int] = set()
 
     @classmethod
     async def plan(cls, spec: ImportSpec, query: ImportQuery, schema: SourceSchema, source: Any,
@@ -116,12 +124,7 @@ class Window:
                     "(it asks each row's inserting transaction, which only a table's rows carry); import "
                     "the table itself, or import this one in full (no id_column)"))
             w.snapshot = await source.fetchval("SELECT pg_current_snapshot()::text")
-            if wm is not None:
-                _, horizon = _snapshot_bounds(w.snapshot)
-                w.incremental = Incremental(
-                    column.source, after=wm.value, column_type=column.source_type, floor=wm.floor,
-                    unseen_in=wm.snapshot, xid_horizon=horizon,
-                )
+            w._pg_window(column, wm)
             return w
         if upper is None:
             if not full:  # nothing there when the importer looked: nothing settles this time
@@ -143,6 +146,38 @@ class Window:
             w._drop_fields = [f.name for f in wm.fields]
         return w
 
+    def _pg_window(self, column: Column, wm: Watermark | None) -> None:
+        """PostgreSQL: read what the previous import did not load, below this import's cut.
+
+        A transaction's rows become visible all at once, so "loaded" is a property of the
+        inserting transaction: everything below the previous snapshot's xmin, and the ones
+        listed in its ``seen``. The snapshot's own xip list is not enough: it omits
+        subtransactions (a savepoint's rows carry the subtransaction's id) and is empty on a
+        standby, so a row of a transaction in flight would look committed and be skipped.
+        """
+        xmin_now, xmax_now = _snapshot_bounds(self.snapshot or "0:0:")
+        cut = min(xmax_now, xmin_now + XID_SPAN)
+        if wm is not None and wm.cut is not None and len(wm.seen or ()) >= SEEN_LIMIT:
+            cut = min(cut, max(wm.cut, xmin_now))  # the record is long: it spans no further
+        self._seen_from, self._cut, self._horizon = xmin_now, cut, xmax_now
+        xid_cut = cut if cut < xmax_now else None
+        if wm is not None:
+            loaded_from, _ = _snapshot_bounds(wm.snapshot or "0:0:")
+            loaded = tuple(loaded_from + offset for offset in wm.seen or ())
+            self._seen = {x for x in loaded if x >= xmin_now}
+            self.incremental = Incremental(
+                column.source, after=wm.value, column_type=column.source_type, floor=wm.floor,
+                loaded_from=loaded_from, loaded_xids=loaded, xid_horizon=xmax_now, xid_cut=xid_cut,
+            )
+        elif xid_cut is not None:
+            self.incremental = Incremental(column.source, column_type=column.source_type,
+                                           xid_horizon=xmax_now, xid_cut=xid_cut)
+
+    def read_options(self) -> dict[str, Any]:
+        """What the source's ``read`` needs besides the window: PostgreSQL's inserting
+        transaction of each row, for incremental imports."""
+        return {"xmin": True} if self.dialect == "postgres" and self.column is not None else {}
+
     def _read_nothing(self, column: Column, wm: Watermark | None) -> None:
         """An empty window (``col > v AND col <= v``): the source is asked for no row."""
         self.nothing = True
@@ -154,14 +189,21 @@ class Window:
         inc = self.incremental
         out: dict[str, Any] = {"column": self.spec.id_column}
         if inc is not None:
-            out.update(after=inc.after, inclusive=inc.inclusive, up_to=inc.up_to, floor=inc.floor,
-                       unseen_in=inc.unseen_in)
+            out.update(after=inc.after, inclusive=inc.inclusive, up_to=inc.up_to, floor=inc.floor)
+            if inc.loaded_from is not None:
+                out.update(loaded_from=inc.loaded_from, loaded_transactions=len(inc.loaded_xids))
         if self.snapshot:
-            out["snapshot"] = self.snapshot
+            out.update(snapshot=self.snapshot, cut=self._cut)
         return out
 
     async def filter(self, batches: AsyncIterator[pa.RecordBatch]) -> AsyncIterator[pa.RecordBatch]:
-        """MySQL: drop the rows at the old watermark loaded before; note the rows at the new one."""
+        """MySQL: drop the rows at the old watermark loaded before; note the rows at the new one.
+        PostgreSQL: note the rows' transactions (and drop the column that carries them)."""
+        if self.dialect == "postgres" and self.column is not None:
+            async for batch in batches:
+                self._note_transactions(batch.column(batch.num_columns - 1))
+                yield batch.select(list(range(batch.num_columns - 1)))
+            return
         if self.dialect != "mysql" or self.column is None:
             async for batch in batches:
                 yield batch
@@ -192,6 +234,15 @@ class Window:
                     self.boundary_rows.extend(fingerprint(r, self.schema.arrow.names) for r in rows)
             yield batch
 
+    def _note_transactions(self, xmin: pa.Array) -> None:
+        """Add the 64-bit ids of the rows' transactions from this snapshot's xmin on to ``seen``
+        (a 32-bit xid above the horizon's low bits is from the epoch before)."""
+        base, low = self._horizon & ~0xFFFFFFFF, self._horizon & 0xFFFFFFFF
+        xids = pc.add(xmin, pc.if_else(pc.greater(xmin, low), base - (1 << 32), base))
+        recent = pc.filter(xids, pc.greater_equal(xids, self._seen_from))
+        if len(recent):
+            self._seen.update(pc.unique(recent).to_pylist())
+
     async def next(self, source: Any, fields: list[LoadField]) -> Watermark | None:
         """The watermark this import's load records when it succeeds."""
         if not self.spec.id_column or self.column is None:
@@ -213,7 +264,8 @@ class Window:
             if len(opened) > MAX_OPEN_SNAPSHOTS:
                 floor, opened = opened[-MAX_OPEN_SNAPSHOTS - 1][0], opened[-MAX_OPEN_SNAPSHOTS:]
             return Watermark(column=self.spec.id_column, value=value, snapshot=self.snapshot, floor=floor,
-                             open_snapshots=[tuple(o) for o in opened], fields=fields)
+                             open_snapshots=[tuple(o) for o in opened], fields=fields,
+                             seen=sorted(x - self._seen_from for x in self._seen), cut=self._cut)
         if self.upper is None:
             value = wm.value if wm is not None else None
             return Watermark(column=self.spec.id_column, value=value,

@@ -67,7 +67,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 PROGRESS_EVERY = 2.0  # seconds between ImportProgress events while rows stream
 TURN_POLL = 1.0  # seconds between looks at whether an earlier import of the table has ended
-MAX_OPEN_SNAPSHOTS = 1000
 
 
 @dataclass
@@ -204,7 +203,7 @@ class _Import(ImportLoad):
                 full=full, reason=reason, window=plan.describe(), fields=fields,
             ))
             began = time.monotonic()
-            batches = source.read(query, schema, incremental=plan.incremental)
+            batches = source.read(query, schema, incremental=plan.incremental, **plan.read_options())
             try:
                 obj = await write_parquet(
                     self.ctx.storage(), uri, schema.arrow, self._watch(plan.filter(batches)), self.ctx.parquet,
@@ -286,6 +285,8 @@ class _Import(ImportLoad):
             return True, f"re-import requested: {previous.request}", False
         if wm is None or wm.value is None:
             return True, "the first import" if wm is None else "no value of the column loaded yet", False
+        if wm.snapshot is not None and wm.seen is None:
+            return True, "the watermark predates the record of loaded transactions (a full import once)", False
         if wm.column != self.spec.id_column:
             return True, f"the incremental column changed from {wm.column} to {self.spec.id_column}", False
         before = {f.name: f.type for f in wm.fields}
