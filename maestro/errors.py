@@ -377,3 +377,10 @@ class SlackError(MaestroError):
         self.retryable = retryable  # True: the same message may go through later
         self.retry_after = retry_after  # seconds Slack asked us to wait (429 Retry-After), if it said
         super().__init__(f"Slack: {message} ({reason})", reason=reason, retryable=retryable, retry_after=retry_after)
+
+
+class SlackNotConfigured(ConfigurationError):
+    """Slack is not configured: set a bot token or an incoming webhook URL (PUT /api/v1/config/slack)."""
+
+    code = "slack_not_configured"
+    status = 503

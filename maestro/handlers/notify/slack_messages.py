@@ -203,20 +203,23 @@ def _import_notice(event: ImportSchemaChanged, ctx: NoticeContext) -> Notice:
 
 
 def _delivery_notice(event: Event, ctx: NoticeContext) -> Notice | None:
-    kind = getattr(event, "kind", None)
-    if kind == "slack" or not getattr(event, "exhausted", True):
-        return None  # Slack cannot report its own failure; and a failure still retried is not final
+    """A delivery that ended unsent (``DeliveryFailed`` is final: retried until its deadline, or
+    refused in a way retrying cannot change). Its kind is the plan's (``ctx.extra["kind"]``)."""
+    kind = getattr(event, "kind", None) or ctx.extra.get("kind")
+    if kind == "slack":
+        return None  # Slack cannot carry the news of its own failure; the delivery log has it
     what = {"callback": "completion callback", "sheets": "Google Sheets export", "db_export": "database export"}.get(
-        str(kind), f"{kind} delivery")
+        str(kind), f"{kind or 'a'} delivery")
     name = ctx.table.name if ctx.table else str(getattr(event, "table_id", "") or "")
     reason = str(getattr(event, "message", "") or getattr(event, "reason", "") or "no reason given")
+    how = "after every retry" if getattr(event, "exhausted", False) else f"({escape(str(getattr(event, 'reason', '')))})"
     route = _route(ctx.table) if ctx.table else Route()
     target = ctx.links.link("tables", ctx.table.table_id, name) if ctx.table else escape(name)
     delivery = str(getattr(event, "delivery_id", "") or "")
     return _simple("delivery_failed", f"delivery-failed-{delivery}", f"The {what} of {name} failed",
-                   f":x: The {what} of {target} failed after every retry:\n{code(reason)}",
-                   f"The {what} of {name} failed after every retry: {clip(reason, 500)}", route,
-                   f"delivery {escape(delivery)} · redeliver from Maestro" if delivery else "")
+                   f":x: The {what} of {target} failed {how}:\n{code(reason)}",
+                   f"The {what} of {name} failed {how}: {clip(reason, 500)}", route,
+                   f"delivery {escape(delivery)} · it can be redelivered from Maestro" if delivery else "")
 
 
 def _config_notice(event: Event, ctx: NoticeContext, key: str) -> Notice | None:
