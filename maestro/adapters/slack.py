@@ -68,7 +68,8 @@ def _refusal(status: int, reason: str, headers: Any, what: str) -> SlackError:
     after = _retry_after(headers)
     if status == 429 and after is None:
         after = 1.0  # Slack always sends Retry-After; if a proxy dropped it, Slack's own 1 msg/s
-    return SlackError(reason, f"{what} refused (HTTP {status})", retryable=retryable, retry_after=after)
+    http = f" with HTTP {status}" if status != 200 else ""  # Web API refusals come as 200 + ok: false
+    return SlackError(reason, f"{what} was refused{http}", retryable=retryable, retry_after=after)
 
 
 def _unreachable(exc: BaseException, what: str) -> SlackError:
