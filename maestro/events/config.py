@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from maestro.events.catalog import DatasetName, ProjectId
+from maestro.events.digests import DigestPeriod
 from maestro.events.model import Event
 
 SectionName = Literal["bigquery", "databases", "slack", "git", "oauth", "pricing"]
@@ -163,7 +164,6 @@ class DatabaseSection(Section):
 
 
 _SLACK_CHANNEL = re.compile(r"#?[a-z0-9][a-z0-9._-]{0,79}|[CGD][A-Z0-9]{8,20}")
-DigestPeriod = Literal["daily", "weekly"]
 
 
 def _slack_channel(value: str) -> str:

@@ -30,6 +30,7 @@ from typing import Any
 
 from maestro.events.auth import ApiTokenCreated, ApiTokenRevoked, LoginDenied
 from maestro.events.config import ConfigChanged, ConfigRemoved, ConfigSecretsCleared, ConfigSecretsRotated, SECTIONS
+from maestro.events.digests import CostDigestCompiled
 from maestro.events.imports import ImportSchemaChanged
 from maestro.events.model import Event
 from maestro.events.runs import JobFailed, JobSkipped, JobSucceeded, RunFinished, RunRetryRequested
@@ -43,7 +44,7 @@ from maestro.handlers.notify.slack_blocks import (
 NOTICE_EVENT_TYPES = frozenset({
     "JobFailed", "JobSkipped", "JobSucceeded", "RunFinished", "RunRetryRequested", "ImportSchemaChanged",
     "DeliveryFailed", "LoginDenied", "UserSignedUp", "ApiTokenCreated", "ApiTokenRevoked",
-    "ConfigChanged", "ConfigSecretsRotated", "ConfigSecretsCleared", "ConfigRemoved",
+    "ConfigChanged", "ConfigSecretsRotated", "ConfigSecretsCleared", "ConfigRemoved", "CostDigestCompiled",
 })
 _ICON = {"failed": ":x:", "succeeded": ":white_check_mark:", "skipped": ":heavy_minus_sign:",
          "cancelled": ":no_entry_sign:"}
@@ -285,6 +286,10 @@ def slack_notices(event: Event, ctx: NoticeContext, *, key: str = "") -> list[No
                         f"API token {ctx.subject or event.token_id} revoked.")]
     if isinstance(event, ConfigChanged | ConfigSecretsRotated | ConfigSecretsCleared | ConfigRemoved):
         return [n] if (n := _config_notice(event, ctx, key)) else []
+    if isinstance(event, CostDigestCompiled):
+        from maestro.handlers.notify.cost_digest import digest_notice  # it builds on this module
+
+        return [digest_notice(event, links, key=key)]
     return []
 
 
