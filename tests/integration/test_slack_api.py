@@ -64,3 +64,14 @@ async def test_slack_settings_are_checked(client) -> None:
         assert resp.status == 422, bad
     resp = await client.get("/api/v1/config/slack")
     assert (await resp.json())["configured"] is False
+
+
+async def test_a_table_may_name_its_own_channel(client) -> None:
+    resp = await client.post("/api/v1/tables", json={"dataset": "d", "name": "t", "query": "SELECT 1 AS x",
+                                                      "slack_channel": "#vip-alerts"})
+    assert resp.status == 201, await resp.text()
+    table = await (await client.get(f"/api/v1/tables/{(await resp.json())['id']}")).json()
+    assert table.get("slack_channel", table.get("spec", {}).get("slack_channel")) == "#vip-alerts"
+    resp = await client.post("/api/v1/tables", json={"dataset": "d", "name": "u", "query": "SELECT 1 AS x",
+                                                      "slack_channel": "not a channel"})
+    assert resp.status == 422
