@@ -364,3 +364,23 @@ def database_unavailable(exc: BaseException) -> bool:
         return True
     # asyncpg.InterfaceError: "connection is closed", "pool is closing", ... (no SQLSTATE).
     return type(exc).__name__ in ("InterfaceError", "ConnectionDoesNotExistError")
+
+
+class SlackError(MaestroError):
+    """Slack refused or failed a request."""
+
+    code = "slack_error"
+    status = 502
+
+    def __init__(self, reason: str, message: str, *, retryable: bool, retry_after: float | None = None) -> None:
+        self.reason = reason  # Slack's own error string (channel_not_found, invalid_auth, ratelimited, ...)
+        self.retryable = retryable  # True: the same message may go through later
+        self.retry_after = retry_after  # seconds Slack asked us to wait (429 Retry-After), if it said
+        super().__init__(f"Slack: {message} ({reason})", reason=reason, retryable=retryable, retry_after=retry_after)
+
+
+class SlackNotConfigured(ConfigurationError):
+    """Slack is not configured: set a bot token or an incoming webhook URL (PUT /api/v1/config/slack)."""
+
+    code = "slack_not_configured"
+    status = 503

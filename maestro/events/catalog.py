@@ -233,6 +233,11 @@ class TableSpec(_Model):
     timezone: TimeZone = "UTC"
     group_id: str | None = None
     owner_id: str | None = None
+    # Where this table's Slack alerts go instead of its group's channel (docs/slack.md).
+    slack_channel: str | None = Field(
+        None, pattern=r"^(#?[a-z0-9][a-z0-9._-]{0,79}|[CGD][A-Z0-9]{8,20})$",
+        description="Slack channel for this table's alerts (overrides the group's)",
+    )
     labels: dict[str, str] = {}
     maximum_bytes_billed: int | None = Field(None, gt=0)
     max_attempts: int = Field(

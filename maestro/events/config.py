@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from maestro.events.catalog import DatasetName, ProjectId
+from maestro.events.digests import DigestPeriod
 from maestro.events.model import Event
 
 SectionName = Literal["bigquery", "databases", "slack", "git", "oauth", "pricing"]
@@ -162,16 +163,52 @@ class DatabaseSection(Section):
         return self
 
 
-class SlackSection(Section):
-    secret_fields = ("webhook_url",)
-    required = ("webhook_url",)
+_SLACK_CHANNEL = re.compile(r"#?[a-z0-9][a-z0-9._-]{0,79}|[CGD][A-Z0-9]{8,20}")
 
-    channel: str = Field("", max_length=80)
+
+def _slack_channel(value: str) -> str:
+    if not _SLACK_CHANNEL.fullmatch(value):
+        raise ValueError(f"{value!r} is not a Slack channel (a name like #data-alerts, or an id like C0123ABCD)")
+    return value
+
+
+SlackChannel = Annotated[str, AfterValidator(_slack_channel)]
+
+
+class SlackSection(Section):
+    """Where alerts and cost digests go (docs/slack.md).
+
+    A bot token (``xoxb-``) posts to any channel the bot was invited to and edits its messages (a
+    failed run's message is updated as the run goes on); an incoming webhook posts only to its own
+    channel and cannot edit, so the per-group and per-table channels do not apply to it. With
+    both set, the bot token is used.
+    """
+
+    secret_fields = ("bot_token", "webhook_url")
+    required = ()
+    required_any: ClassVar[tuple[str, ...]] = ("bot_token", "webhook_url")  # one of them: configured
+
+    channel: SlackChannel | Literal[""] = Field("", description="the default channel (bot token)")
     username: str = Field("maestro", max_length=80)
     url_prefix: HttpUrl | None = Field(None, description="base URL of this Maestro, for links in alerts")
+    api_base_url: HttpUrl | None = Field(
+        None, description="Slack Web API base URL (default https://slack.com/api/; tests point it elsewhere)"
+    )
+    group_channels: dict[str, SlackChannel] = Field(
+        default_factory=dict, max_length=1000, description="group id -> channel for that group's tables and digests"
+    )
+    digests: list[DigestPeriod] = Field(default_factory=list, description="cost digests every group gets")
+    group_digests: dict[str, list[DigestPeriod]] = Field(
+        default_factory=dict, max_length=1000, description="group id -> its digests (overrides digests)"
+    )
+    digest_top: int = Field(5, ge=1, le=25, description="tables listed in a cost digest")
 
     @classmethod
     def check_secret(cls, field: str, value: str) -> None:
+        if field == "bot_token":
+            if not value.startswith("xox") or any(c.isspace() for c in value) or len(value) > 255:
+                raise ValueError("is not a Slack token (it starts with xoxb-)")
+            return
         _http_url(value, what="webhook URL", echo=False)
 
 

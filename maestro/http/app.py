@@ -8,7 +8,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from maestro.http import catalog, config, datasets, history, imports, loads, ops, runs
-from maestro.http import access, login, people
+from maestro.http import access, costs, login, people, slack
 from maestro.http.auth import LIMITER, TRUSTED_PROXIES, auth_middleware
 from maestro.http.errors import error_middleware
 from maestro.http.forwarded import parse_networks
@@ -53,10 +53,12 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> web.App
     catalog.add_routes(app)
     datasets.add_routes(app)
     runs.add_routes(app)
+    costs.add_routes(app)
     loads.add_routes(app)
     imports.add_routes(app)
     login.add_routes(app)
     people.add_routes(app)
     access.add_routes(app)
     config.add_routes(app)
+    slack.add_routes(app)
     return app

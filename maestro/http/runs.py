@@ -1,4 +1,5 @@
-"""The runs API: start, watch (JSON; Server-Sent Events in ``run_events``), retry, cancel; job history; costs."""
+"""The runs API: start, watch (JSON; Server-Sent Events in ``run_events``), retry, cancel; job history
+(costs: ``maestro.http.costs``)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from maestro.errors import NotFound, ServiceUnavailable, ValidationFailed
+from maestro.errors import NotFound, ServiceUnavailable
 from maestro.handlers.runs import estimates, extracts
 from maestro.http.auth import principal
 from maestro.http.extract_rule import unreadable_extracts
@@ -45,13 +46,6 @@ class PageQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
     offset: int = Field(0, ge=0)
     limit: int = Field(20, ge=1, le=500)
-
-
-class CostQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    by: Literal["user", "group", "table", "run", "day"] = "table"
-    from_: dt.date | None = Field(None, alias="from")
-    to: dt.date | None = None
 
 
 def _run_row(r: Any) -> dict[str, Any]:
@@ -186,40 +180,6 @@ async def table_jobs(request: web.Request) -> web.Response:
     return json_response({"jobs": jobs, "total": rows[0]["total"] if rows else 0, "offset": q.offset, "limit": q.limit})
 
 
-_COST_KEYS = {"user": "owner_id", "group": "group_id", "table": "table_id", "run": "run_id", "day": "day::text"}
-
-
-async def costs(request: web.Request) -> web.Response:
-    q = parse_query(CostQuery, request)
-    if q.from_ and q.to and q.from_ > q.to:
-        raise ValidationFailed("from: must not be after to")
-    runtime = request.app[RUNTIME]
-    key = _COST_KEYS[q.by]
-    rows = await runtime.pool.fetch(
-        f"SELECT {key} AS key, sum(bytes_billed)::bigint AS bytes_billed, "
-        "sum(bytes_processed)::bigint AS bytes_processed, sum(slot_ms)::bigint AS slot_ms, count(*) AS jobs "
-        "FROM cost_jobs WHERE day IS NOT NULL AND ($1::date IS NULL OR day >= $1) "
-        "AND ($2::date IS NULL OR day <= $2) GROUP BY 1 ORDER BY 2 DESC, 1",
-        q.from_, q.to,
-    )
-    price = runtime.config.price_per_tib
-    items = [
-        {
-            q.by: r["key"], "bytes_billed": r["bytes_billed"], "bytes_processed": r["bytes_processed"],
-            "slot_ms": r["slot_ms"], "jobs": r["jobs"], "usd": round(r["bytes_billed"] / 2**40 * price, 6),
-        }
-        for r in rows
-    ]
-    total = sum(i["bytes_billed"] for i in items)
-    return json_response(
-        {
-            "by": q.by, "price_per_tib": price, "items": items,
-            "total": {"bytes_billed": total, "slot_ms": sum(i["slot_ms"] for i in items),
-                      "usd": round(total / 2**40 * price, 6)},
-        }
-    )
-
-
 def _bigquery(request: web.Request):
     bq = request.app[RUNTIME].bigquery
     if bq is None:
@@ -254,7 +214,6 @@ ROUTES = routes(
     Route("GET", "/api/v1/tables/{table_id}/jobs", table_jobs, "The table's BigQuery jobs, newest first", query=PageQuery, rule="read", tag="runs"),
     Route("POST", "/api/v1/tables/{table_id}/dry-run", dry_run, "Validity, bytes and price estimate", rule="write", tag="runs", errors=(502, 503)),
     Route("GET", "/api/v1/frequencies/{frequency_id}/plan", frequency_plan, "The next run's tables, order and estimate", rule="read", tag="runs", errors=(502, 503)),
-    Route("GET", "/api/v1/costs", costs, "Bytes, slot-ms and USD by user, group, table, run or day", query=CostQuery, rule="read", tag="costs"),
 )
 
 

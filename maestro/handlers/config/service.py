@@ -77,7 +77,7 @@ def public_view(section: str, entry: ConfigEntry | None, *, name: str | None = N
     secrets = {f: {"set": entry is not None and f in entry.secrets} for f in cls.secret_fields}
     configured = entry is not None and all(
         secrets[f]["set"] if f in secrets else values.get(f) not in (None, "", []) for f in cls.required
-    )
+    ) and (not (any_of := getattr(cls, "required_any", ())) or any(secrets[f]["set"] for f in any_of))
     head = {"name": name} if section == "databases" else {"section": section}
     return {
         **head, **values, **secrets, "configured": configured,

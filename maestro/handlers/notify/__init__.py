@@ -1,0 +1,1 @@
+"""Notify: completion callbacks, Slack, cost digests (deliveries as events)."""
