@@ -54,8 +54,8 @@ class RetryPolicy:
     max_wait: float = 600.0  # total seconds of waiting for one call before it fails (retryable)
 
     def delay(self, attempt: int, retry_after: float | None) -> float:
-        if retry_after is not None:
-            return min(retry_after, self.cap)
+        if retry_after is not None:  # the server knows when its quota refills: no cap, only max_wait
+            return retry_after
         return random.uniform(0, min(self.cap, self.base * 2**attempt))
 
 
@@ -79,7 +79,8 @@ class SheetsClient:
         self.retries = 0
         self._sleep = sleep
         self._lock = asyncio.Lock()
-        http = google_auth_httplib2.AuthorizedHttp(creds, http=httplib2.Http(timeout=timeout))
+        self._http = httplib2.Http(timeout=timeout)
+        http = google_auth_httplib2.AuthorizedHttp(creds, http=self._http)
         # One host serves both APIs here; an api_endpoint replaces the base URL *with* its service
         # path, so Drive's (drive/v3/) is added back. static_discovery: the API descriptions
         # shipped in the package (no discovery request).
@@ -88,6 +89,17 @@ class SheetsClient:
                              client_options={"api_endpoint": root} if root else None)
         self._drive = build("drive", "v3", http=http, static_discovery=True, cache_discovery=False,
                             client_options={"api_endpoint": f"{root}/drive/v3/"} if root else None)
+
+    def close(self) -> None:
+        """Close the kept-alive connections (idempotent)."""
+        self._http.close()
+
+    async def __aenter__(self) -> SheetsClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        async with self._lock:  # not under a call still running in its thread
+            self.close()
 
     # ------------------------------------------------------------------ calls
     async def create_spreadsheet(self, title: str) -> dict[str, Any]:

@@ -115,6 +115,8 @@ class FakeGoogle:
         self.token_requests = 0
         self.answered: list[int] = []  # status of every API answer, in order
         self.fail_next: list[int] = []
+        # (method, path, ordinal of this request) -> a status to answer instead, or None.
+        self.fail_when: Any = None
         self._calls: dict[tuple[str, str], deque[float]] = {}
         self._runner: web.AppRunner | None = None
         self.base_url = ""
@@ -180,10 +182,15 @@ class FakeGoogle:
         return response
 
     def _caller(self, request: web.Request, scopes: set[str], kind: str) -> str:
-        if self.fail_next:
-            code = self.fail_next.pop(0)
+        forced = self.fail_when(request.method, request.path, len(self.requests)) if self.fail_when else None
+        if forced is None and self.fail_next:
+            forced = self.fail_next.pop(0)
+        if forced is not None:
+            code = forced
             headers = {"Retry-After": str(self.quotas.retry_after)} if code == 429 and self.quotas.retry_after is not None else {}
-            raise ApiError(code, "The service is currently unavailable." if code >= 500 else "Quota exceeded.", headers)
+            message = {429: "Quota exceeded.", 400: "Invalid request (refused by the test)."}.get(
+                code, "The service is currently unavailable.")
+            raise ApiError(code, message, headers)
         if (request.content_length or 0) > MAX_REQUEST_BYTES:
             raise ApiError(400, f"Request payload size exceeds the limit: {MAX_REQUEST_BYTES} bytes.")
         auth = request.headers.get("Authorization", "")
@@ -280,6 +287,9 @@ class FakeGoogle:
             raise ApiError(400, "Must specify at least one request.")
         draft = copy.deepcopy(book)  # atomic: applied to a copy, kept only if every request succeeds
         replies = [self._apply(draft, i, item) for i, item in enumerate(requests)]
+        for sheet in draft.sheets:
+            if sheet.frozen_rows and sheet.frozen_rows >= sheet.rows:
+                raise ApiError(400, "Invalid requests: You can't freeze all visible rows on the sheet.")
         if draft.cells() > MAX_CELLS:
             raise ApiError(400, f"This action would increase the number of cells in the workbook above the limit of {MAX_CELLS} cells.")
         book.sheets = draft.sheets
