@@ -254,6 +254,14 @@ async def test_a_spreadsheet_of_another_account_is_refused(fake: FakeGoogle, she
     assert failed.value.reason == "permission_denied" and not failed.value.retryable
 
 
+async def test_a_deleted_spreadsheet_is_named_with_what_to_do(fake: FakeGoogle, sheets: SheetsClient) -> None:
+    first = await export(sheets, spec())
+    del fake.spreadsheets[first.spreadsheet_id]  # a person deleted it
+    with pytest.raises(SheetsError, match="clear sheets_export.sheet_id") as failed:
+        await export(sheets, spec(sheet_id=first.spreadsheet_id), run_id="r2")
+    assert failed.value.reason == "spreadsheet_gone" and not failed.value.retryable
+
+
 async def test_rows_read_from_bigquery_reach_the_sheet(fake: FakeGoogle, sheets: SheetsClient, local_stack: Any) -> None:
     from maestro.adapters.bigquery_rows import table_rows
     from maestro.adapters.localstack import bigquery_client

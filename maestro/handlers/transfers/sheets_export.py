@@ -33,6 +33,7 @@ from maestro.handlers.config.view import ConfigView
 from maestro.handlers.transfers.sheets_plan import (
     SheetsLimits,
     Spool,
+    TabPlan,
     a1,
     check_shape,
     grid_rows,
@@ -181,7 +182,14 @@ async def _write(
     created: bool, sent_before: int,
 ) -> SheetsResult:
     for attempt in range(2):
-        book = await client.get_spreadsheet(sid)
+        try:
+            book = await client.get_spreadsheet(sid)
+        except SheetsError as exc:
+            if exc.reason != "not_found":
+                raise
+            raise SheetsError("spreadsheet_gone", f"the spreadsheet {sid} was deleted (or is no longer the "
+                              "service account's): clear sheets_export.sheet_id to create a new one",
+                              retryable=False) from exc
         props = [s["properties"] for s in book.get("sheets", [])]
         plan = plan_tabs(props, title, keep_tabs, spool.rows, spool.columns, limits)
         try:
@@ -204,7 +212,7 @@ async def _write(
     )
 
 
-async def _prepare_tab(client: SheetsClient, sid: str, title: str, plan: Any, spool: Spool) -> int:
+async def _prepare_tab(client: SheetsClient, sid: str, title: str, plan: TabPlan, spool: Spool) -> int:
     """Add the run's tab in front, sized to the result, or resize the one an earlier attempt
     added (keeping its place); in one atomic batchUpdate with the removals that make room."""
     grid = {"rowCount": grid_rows(spool.rows), "columnCount": spool.columns,
