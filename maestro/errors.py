@@ -339,6 +339,30 @@ class LoadExists(Conflict):
     code = "load_exists"
 
 
+class SheetsError(MaestroError):
+    """Google Sheets (or Drive, sharing the spreadsheet) refused or failed a request."""
+
+    code = "sheets_error"
+    status = 502
+
+    def __init__(self, reason: str, message: str, *, retryable: bool, spreadsheet_id: str | None = None) -> None:
+        self.reason = reason
+        self.retryable = retryable  # True: the same export may succeed later (quota, outage)
+        self.spreadsheet_id = spreadsheet_id  # created by this export before it failed: record it
+        super().__init__(f"Google Sheets: {message} ({reason})", reason=reason, retryable=retryable,
+                         **({"spreadsheet_id": spreadsheet_id} if spreadsheet_id else {}))
+
+
+class SheetsLimitExceeded(SheetsError):
+    """The result does not fit Google Sheets' documented limits; nothing was written."""
+
+    code = "sheets_limit_exceeded"
+    status = 422
+
+    def __init__(self, limit: str, message: str) -> None:
+        super().__init__(limit, message, retryable=False)
+
+
 class DatabaseUnavailable(MaestroError):
     """PostgreSQL cannot be reached right now; try again shortly."""
 

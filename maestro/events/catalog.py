@@ -155,7 +155,13 @@ class ExtractSettings(_Model):
 
 
 class SheetsExport(_Model):
-    sheet_id: str | None = None
+    """After a successful query the result goes to a Google spreadsheet (docs/sheets.md)."""
+
+    # The spreadsheet the exports write to. None: the first export creates one and returns its id,
+    # which the caller records (an event), so every later export reuses it.
+    sheet_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,200}$")
+    # Tabs kept, the newest (front) first; the run's dated tab is one of them.
+    keep_tabs: int = Field(7, ge=1, le=200)
 
 
 class DatabaseExport(_Model):

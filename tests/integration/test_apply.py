@@ -29,6 +29,14 @@ async def register_crm(runtime: Runtime) -> None:
     await runtime.config_service.add_database("crm", CRM, ACTOR)
 
 
+async def google_credentials(runtime: Runtime) -> None:
+    """A Google project and service-account key: a table with a Sheets export needs them to save."""
+    assert runtime.config_service is not None
+    key = '{"type": "service_account", "client_email": "m@acme.iam.gserviceaccount.com", "private_key": "k"}'
+    await runtime.config_service.set_section(
+        "bigquery", {"project": "acme-data", "service_account_json": key}, ACTOR, partial=True)
+
+
 @pytest.fixture
 async def runtime(runtime: Runtime) -> Runtime:
     await register_crm(runtime)
@@ -336,6 +344,7 @@ async def test_export_then_apply_into_a_fresh_database_reproduces_the_catalog(
     runtime: Runtime, tmp_path: Path, fresh_database: tuple[str, str]
 ) -> None:
     await sync(runtime, write(tmp_path / "repo", SAMPLE))
+    await google_credentials(runtime)
     await runtime.catalog.create_table(
         TableSpec.model_validate({
             "dataset": "exports", "name": "everything", "query": "SELECT * FROM mart.daily",
@@ -359,6 +368,7 @@ async def test_export_then_apply_into_a_fresh_database_reproduces_the_catalog(
     )
     try:
         await register_crm(second)
+        await google_credentials(second)
         report = await sync(second, out)
         assert len(report.created) == 7
         assert await live_specs(second) == await live_specs(runtime)

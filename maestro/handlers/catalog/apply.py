@@ -197,6 +197,8 @@ async def execute(
     if service.import_check is not None:
         imports = [c.spec for c in plan.creates + plan.updates if c.spec is not None and needs_check(c.spec, c.current)]
         refusals, report.warnings = await service.import_check.check_all(imports)
+        refusals += [(c.label, p) for c in plan.creates + plan.updates
+                     if c.spec is not None and (p := service.import_check.export_problem(c.spec, c.current))]
         if refusals:
             raise ImportsRefused(refusals)
     async with service._lock:

@@ -44,6 +44,7 @@ from maestro.errors import (
 )
 from maestro.events.catalog import ImportSettings, TableSpec
 from maestro.handlers.config.view import ConfigView
+from maestro.handlers.transfers.sheets_export import check_sheets_export, google_credentials_configured, sheets_changed
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +121,13 @@ class ImportCheck:
     def __init__(self, config: ConfigView, *, timeout: float = TIMEOUT) -> None:
         self.config = config
         self.timeout = timeout
+
+    def export_problem(self, spec: TableSpec, old: TableSpec | Mapping[str, Any] | None) -> MaestroError | None:
+        """Why the steps after the run this save adds or changes cannot work here (a Sheets export
+        without Google credentials), or None."""
+        if not sheets_changed(spec, old):
+            return None
+        return check_sheets_export(spec, google_credentials=google_credentials_configured(self.config))
 
     async def check(self, spec: TableSpec) -> list[str]:
         """Refuse ``spec`` (raise the error, naming the field) or return the save's warnings."""

@@ -126,7 +126,11 @@ class CatalogService:
     # ------------------------------------------------------------------ tables: commands
     async def _check_import(self, spec: TableSpec, old: dict[str, Any] | None) -> list[str]:
         """Refuse an import table whose settings do not check (raises), else the save's warnings."""
-        if self.import_check is None or not needs_check(spec, old):
+        if self.import_check is None:
+            return []
+        if (problem := self.import_check.export_problem(spec, old)) is not None:
+            raise problem
+        if not needs_check(spec, old):
             return []
         return await self.import_check.check(spec)
 

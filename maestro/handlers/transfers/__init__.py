@@ -1,0 +1,1 @@
+"""Transfers: imports from databases, external loads, Sheets and database exports."""
