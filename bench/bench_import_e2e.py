@@ -79,10 +79,12 @@ async def _my_source(name: str, rows: int) -> float:
     return bare
 
 
-async def _import(rt: Any, name: str, database: str, rows: int) -> dict[str, float]:
+async def _import(rt: Any, name: str, database: str, rows: int, incremental: bool = False) -> dict[str, float]:
+    settings = {"source_database": database, "source_table": "mixed"}
+    if incremental:  # the first import of an incremental table: every row, with its xmin (PostgreSQL)
+        settings["id_column"] = "id"
     table = await rt.catalog.create_table(TableSpec.model_validate({
-        "dataset": "bench_imports", "name": name, "kind": "import",
-        "import": {"source_database": database, "source_table": "mixed"}}), ME)
+        "dataset": "bench_imports", "name": name, "kind": "import", "import": settings}), ME)
     table_id = table if isinstance(table, str) else table.table_id
     rss0 = _rss_mb()
     t0 = time.perf_counter()
@@ -110,6 +112,10 @@ async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--mysql-rows", type=int, default=300_000)
+    parser.add_argument("--incremental", action="store_true",
+                        help="import incrementally by id (the first import: every row, and its transaction)")
+    parser.add_argument("--only", choices=["postgres", "mysql"], default=None,
+                        help="one source (RSS growth is the process's: measure one import per process)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     print("imports end to end (a table run on the local stack)")
@@ -117,8 +123,8 @@ async def main() -> None:
         stack = await start_local_stack(Path(tmp) / "localstack")
         try:
             async with bench_database() as dsn, bench_database() as source_dsn, mysql_database() as my_name:
-                bare_pg = await _pg_source(source_dsn, args.rows)
-                bare_my = await _my_source(my_name, args.mysql_rows)
+                bare_pg = await _pg_source(source_dsn, args.rows) if args.only != "mysql" else 0.0
+                bare_my = await _my_source(my_name, args.mysql_rows) if args.only != "postgres" else 0.0
                 settings = Settings(database_url=dsn, data_dir=Path(tmp) / "data", poll_interval=0.2,
                                     scheduler_tick=3600, log_level="WARNING")
                 rt = await open_runtime(settings)
@@ -146,7 +152,10 @@ async def main() -> None:
                             ("PostgreSQL", "pgsrc", args.rows, bare_pg, "bare COPY TO STDOUT"),
                             ("MySQL", "mysrc", args.mysql_rows, bare_my, "bare unbuffered fetch"),
                         ):
-                            r = await _import(rt, f"e2e_{database}", database, rows)
+                            if args.only and args.only != {"pgsrc": "postgres", "mysrc": "mysql"}[database]:
+                                continue
+                            r = await _import(rt, f"e2e_{database}", database, rows, args.incremental)
+                            label += " (incremental by id)" if args.incremental else ""
                             row(f"{label}: {rows:,} rows, plan -> load succeeded", rows / r["total"], "rows/s",
                                 f"{r['bytes'] / r['total'] / 1e6:.1f} MB/s of Parquet; {r['total']:.1f} s")
                             row(f"{label}:   read + upload", rows / r["read"], "rows/s",

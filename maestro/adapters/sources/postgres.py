@@ -151,7 +151,7 @@ class PostgresSource:
         """
         select = [f"{c.select} AS {query.quote(c.name)}" for c in schema.columns]
         if xmin:
-            select.append(f"xmin::text::bigint AS {query.quote(XMIN)}")
+            select.append(f"xmin AS {query.quote(XMIN)}")  # COPY writes an xid as its number
         rendered = query.render(incremental, limit=limit, copy=True, select=select)
         for name, value in rendered.settings:
             await self._conn.execute("SELECT set_config($1, $2, true)", name, value)
