@@ -1,0 +1,1 @@
+"""Transfers out of and into BigQuery: database exports (db_export)."""
