@@ -38,3 +38,8 @@ def staging_name(export_id: str) -> str:
 def retired_name(export_id: str) -> str:
     """Where a MySQL replace export moves the previous table in its atomic RENAME."""
     return f"_maestro_old_{_digest(export_id)}"
+
+
+def no_key_message(table: str, keys: list[str]) -> str:
+    return (f"{table} has no primary key or unique index on ({', '.join(keys)}): an upsert export needs "
+            "one (a replace export with key_columns creates the table with that primary key)")

@@ -37,7 +37,9 @@ from urllib.parse import unquote, urlsplit
 import aiomysql
 import pymysql
 
-from maestro.adapters.targets.common import MARKER_DAYS, MARKER_TABLE, TargetTable, Written, retired_name, staging_name
+from maestro.adapters.targets.common import (
+    MARKER_DAYS, MARKER_TABLE, TargetTable, Written, no_key_message, retired_name, staging_name,
+)
 from maestro.adapters.targets.types import ExportColumn, quote_mysql
 from maestro.errors import ExportFailed
 
@@ -205,6 +207,16 @@ class MySQLTarget:
                       export_id: str, rows: int) -> None:
         target = quote_mysql(table.name)
         await self._sql(f"CREATE TABLE IF NOT EXISTS {target} ({_definition(columns)}) {_TABLE_OPTIONS}")
+        # Without a unique index on exactly the keys, ON DUPLICATE KEY would just add the rows again.
+        _, indexes = await self._sql(
+            "SELECT INDEX_NAME, GROUP_CONCAT(LOWER(COLUMN_NAME) ORDER BY SEQ_IN_INDEX SEPARATOR '\\0') "
+            "FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s "
+            "AND NON_UNIQUE = 0 GROUP BY INDEX_NAME", (table.name,),
+        )
+        keys = {c.name.lower() for c in columns if c.key}
+        if not any(set(str(cols).split("\0")) == keys for _, cols in indexes):
+            raise ExportFailed("target_refused", no_key_message(table.name, [c.name for c in columns if c.key]),
+                               retryable=False)
         names = ", ".join(quote_mysql(c.name) for c in columns)
         updates = ", ".join(f"{quote_mysql(c.name)} = VALUES({quote_mysql(c.name)})" for c in columns if not c.key)
         if not updates:  # every column is a key: a row already there stays as it is

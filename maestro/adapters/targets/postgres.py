@@ -25,7 +25,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Sequence
 import asyncpg
 
 from maestro.adapters.sources.postgres import _connect_args
-from maestro.adapters.targets.common import MARKER_DAYS, MARKER_TABLE, TargetTable, Written, staging_name
+from maestro.adapters.targets.common import MARKER_DAYS, MARKER_TABLE, TargetTable, Written, no_key_message, staging_name
 from maestro.adapters.targets.types import ExportColumn, quote_postgres
 from maestro.errors import ExportFailed, database_unavailable
 
@@ -74,7 +74,7 @@ class PostgresTarget:
         except ExportFailed:
             raise
         except asyncpg.PostgresError as exc:
-            raise _translated(exc, table) from exc
+            raise _translated(exc, table, columns) from exc
         except (OSError, asyncio.TimeoutError, asyncpg.InterfaceError) as exc:
             raise ExportFailed("connection_lost", f"the connection to the PostgreSQL target was lost: "
                                f"{type(exc).__name__}: {exc}", retryable=True) from exc
@@ -136,7 +136,7 @@ def _definition(columns: Sequence[ExportColumn]) -> str:
     return ", ".join(parts)
 
 
-def _translated(exc: asyncpg.PostgresError, table: TargetTable) -> ExportFailed:
+def _translated(exc: asyncpg.PostgresError, table: TargetTable, columns: Sequence[ExportColumn]) -> ExportFailed:
     """The one place where the target's PostgreSQL errors become ours."""
     sqlstate = str(getattr(exc, "sqlstate", "") or "")
     detail = getattr(exc, "detail", None)
@@ -150,6 +150,9 @@ def _translated(exc: asyncpg.PostgresError, table: TargetTable) -> ExportFailed:
         return ExportFailed("conflict", f"the PostgreSQL target: {message}", retryable=True)
     if sqlstate.startswith(("22", "23")):  # data exception, integrity constraint violation
         return ExportFailed("bad_value", f"the PostgreSQL target refused a value: {message}", retryable=False)
+    if sqlstate == "42P10":  # ON CONFLICT names columns without a unique index
+        keys = [c.name for c in columns if c.key]
+        return ExportFailed("target_refused", no_key_message(table.name, keys), retryable=False)
     if sqlstate == "2BP01":
         return ExportFailed("target_refused", f"{table.name}: other objects depend on the table (views?): "
                             f"a replace export recreates it; {message}", retryable=False)
