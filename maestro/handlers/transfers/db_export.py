@@ -51,6 +51,11 @@ class ExportLimits:
     max_rows: int = 100_000_000
     max_bytes: int = 10 * 1024**3  # the extract's files, as stored (compressed when gzipped)
 
+    @classmethod
+    def from_settings(cls, settings: Any) -> ExportLimits:
+        """From ``MAESTRO_EXPORT_MAX_ROWS`` / ``MAESTRO_EXPORT_MAX_BYTES`` (maestro.settings)."""
+        return cls(settings.export_max_rows, settings.export_max_bytes)
+
 
 @dataclass(frozen=True, slots=True)
 class ExportDatabase:
