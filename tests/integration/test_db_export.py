@@ -264,3 +264,17 @@ async def test_a_missing_extract_file_fails_clearly(storage: Any, target: Export
         await export_table(target, spec(), SCHEMA, ["gs://maestro-exports-test/nothing/here.csv"], storage,
                            export_id="r15")
     assert caught.value.reason == "extract_missing"
+
+
+async def test_a_table_larger_than_a_protocol_packet_loads_whole(storage: Any, target: ExportDatabase) -> None:
+    """MySQL: over 16 MiB (one packet, and MariaDB's max_allowed_packet) the rows are spooled
+    into several files cut at row ends; PostgreSQL streams them in one COPY."""
+    count = 40_000
+    labels = pa.array([f"{i:08d}" + "x" * 600 for i in range(count)])
+    out = io.BytesIO()
+    pa_csv.write_csv(pa.table({"id": pa.array(range(count), pa.int64()), "label": labels}), out)
+    assert out.tell() > 20 * 1024 * 1024
+    uri = await put_object(storage, out.getvalue(), "csv")
+    result = await export_table(target, spec(), SCHEMA, [uri], storage, export_id="r16")
+    assert result.rows == count
+    assert (await fetch(target, "SELECT count(*), sum(length(label)) FROM sales"))[0] == (count, count * 608)

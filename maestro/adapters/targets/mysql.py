@@ -7,7 +7,8 @@ export id, so an attempt after a crash finds and drops what the crashed one left
 1. ``CREATE TABLE`` the staging table (InnoDB, utf8mb4 with the binary collation: BigQuery
    compares strings exactly, and a case-insensitive key would merge rows it keeps apart).
 2. Load it in spooled chunks: the load-format bytes are written to a temporary file of at most
-   ``spool_bytes`` while the previous one is loaded (two on disk at most). ``LOAD DATA LOCAL``
+   one protocol packet (under 16 MiB and ``max_allowed_packet``), cut at row ends, while the
+   previous one is loaded (two on disk at most). ``LOAD DATA LOCAL``
    turns data errors into warnings (the server cannot stop the client's file half-way), so any
    warning after a chunk fails the export, naming MySQL's message.
 3. replace: record the export in ``_maestro_exports`` as *loaded*, then
@@ -43,7 +44,7 @@ from maestro.adapters.targets.common import (
 from maestro.adapters.targets.types import ExportColumn, quote_mysql
 from maestro.errors import ExportFailed
 
-SPOOL_BYTES = 32 * 1024 * 1024
+SPOOL_BYTES = 16 * 1024 * 1024  # capped below by the server's max_allowed_packet (see _load)
 _SQL_MODE = "STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION,NO_AUTO_VALUE_ON_ZERO"
 _TABLE_OPTIONS = "ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
 _LOST = {2006, 2013, 2055, 1927}  # server gone, lost connection, connection killed (MariaDB)
@@ -234,7 +235,7 @@ class MySQLTarget:
             raise
 
     async def _load(self, staging: str, columns: Sequence[ExportColumn], chunks: AsyncIterable[bytes]) -> int:
-        """Spool ``chunks`` into files of about SPOOL_BYTES, loading each while the next fills."""
+        """Spool ``chunks`` into files of at most one packet, loading each while the next fills."""
         targets, assignments = [], []
         for index, column in enumerate(columns):
             if column.bigquery == "BYTES" and not column.nested:
@@ -247,8 +248,13 @@ class MySQLTarget:
             "FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n' "
             f"({', '.join(targets)})" + (f" SET {', '.join(assignments)}" if assignments else "")
         )
+        # aiomysql sends a local file in packets of up to 16 MiB - 1, and the server refuses a packet
+        # (or a 16 MiB - 1 run of them, which it joins) over max_allowed_packet: so each spooled
+        # file is one packet below both.
+        _, found = await self._sql("SELECT @@max_allowed_packet")
+        limit = min(SPOOL_BYTES, int(found[0][0]) - 64 * 1024, 2**24 - 64 * 1024)
         ready: asyncio.Queue[Path | None] = asyncio.Queue(maxsize=1)
-        spool = asyncio.create_task(self._spool(chunks, ready), name="mysql-export-spool")
+        spool = asyncio.create_task(self._spool(chunks, ready, limit), name="mysql-export-spool")
         rows = 0
         try:
             while (path := await _next(ready, spool)) is not None:
@@ -271,22 +277,34 @@ class MySQLTarget:
                     left.unlink(missing_ok=True)
         return rows
 
-    async def _spool(self, chunks: AsyncIterable[bytes], ready: asyncio.Queue[Path | None]) -> None:
+    async def _spool(self, chunks: AsyncIterable[bytes], ready: asyncio.Queue[Path | None], limit: int) -> None:
+        """Cut the rows into files of at most ``limit`` bytes, each ending at a row's end."""
         out: Any = None
         path: Path | None = None  # the file being filled or handed over, until the loader has it
         size = 0
         try:
             async for chunk in chunks:
-                if out is None:
-                    fd, name = tempfile.mkstemp(prefix="maestro-export-", suffix=".tsv", dir=self._spool_dir)
-                    out, path, size = os.fdopen(fd, "wb"), Path(name), 0
-                out.write(chunk)
-                size += len(chunk)
-                if size >= SPOOL_BYTES:
-                    out.close()
-                    out = None
-                    await ready.put(path)
-                    path = None
+                view = memoryview(chunk)
+                while len(view):
+                    if out is None:
+                        fd, name = tempfile.mkstemp(prefix="maestro-export-", suffix=".tsv", dir=self._spool_dir)
+                        out, path, size = os.fdopen(fd, "wb"), Path(name), 0
+                    room = limit - size
+                    if len(view) <= room:
+                        piece = len(view)
+                    else:
+                        piece = bytes(view[:room]).rfind(b"\n") + 1  # whole rows only
+                        if piece == 0 and size == 0:
+                            raise ExportFailed("bad_value", f"a row is longer than the target's max_allowed_packet "
+                                               f"({limit:,} bytes)", retryable=False)
+                    out.write(view[:piece])
+                    size += piece
+                    view = view[piece:]
+                    if len(view) or size >= limit:
+                        out.close()
+                        out = None
+                        await ready.put(path)
+                        path = None
             if out is not None:
                 out.close()
                 out = None
