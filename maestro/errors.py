@@ -159,6 +159,22 @@ class SourceReadFailed(MaestroError):
         super().__init__(message, **details)
 
 
+class ExportFailed(MaestroError):
+    """Writing a table into a target database failed; the target's previous table is intact."""
+
+    code = "export_failed"
+    status = 502
+
+    def __init__(self, reason: str, message: str, *, retryable: bool, column: str | None = None) -> None:
+        self.reason = reason  # stable: target_unavailable, bad_value, limit_exceeded, ... (docs/db-export.md)
+        self.retryable = retryable  # True: the same export may succeed later (a dropped connection)
+        self.column = column
+        details: dict[str, Any] = {"reason": reason, "retryable": retryable}
+        if column is not None:
+            details["column"] = column
+        super().__init__(message, **details)
+
+
 class CycleDetected(Conflict):
     """The change would create a dependency cycle."""
 

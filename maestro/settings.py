@@ -67,6 +67,10 @@ class Settings(BaseSettings):
         default=1.0, gt=0, description="seconds between the runner leader's checks of its lock"
     )
     price_per_tib: float = Field(default=6.25, ge=0, description="USD per TiB billed (on-demand)")
+    export_max_rows: int = Field(default=100_000_000, gt=0, description="database exports: rows per export, at most")
+    export_max_bytes: int = Field(
+        default=10 * 1024**3, gt=0, description="database exports: the extract files' size (as stored), at most"
+    )
     scheduler_tick: float = Field(default=1.0, gt=0, description="seconds between scheduler ticks")
     signed_url_lifetime: int = Field(default=4 * 3600, gt=0, le=7 * 86400, description="seconds")
     upload_url_lifetime: int = Field(

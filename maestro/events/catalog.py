@@ -165,8 +165,26 @@ class SheetsExport(_Model):
 
 
 class DatabaseExport(_Model):
+    """Write the table into a database registered with ``export: true`` after its extract
+    (docs/db-export.md): ``replace`` swaps the whole table in atomically; ``upsert`` inserts or
+    updates rows by ``key_columns``."""
+
     database: str = Field(min_length=1)
-    table: str | None = None  # default: the table's own name
+    table: str | None = Field(None, min_length=1)  # default: the table's own name
+    schema_name: str | None = Field(None, alias="schema", min_length=1, description="PostgreSQL schema")
+    mode: Literal["replace", "upsert"] = "replace"
+    # upsert: the columns that identify a row; replace: made the new table's primary key.
+    key_columns: list[ColumnName] = Field(default_factory=list, max_length=32)
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _keys_rule(self) -> DatabaseExport:
+        if self.mode == "upsert" and not self.key_columns:
+            raise ValueError("an upsert export needs key_columns (the columns that identify a row)")
+        if len({k.lower() for k in self.key_columns}) != len(self.key_columns):
+            raise ValueError("key_columns: a column is listed twice")
+        return self
 
 
 class ImportSettings(_Model):

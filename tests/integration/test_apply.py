@@ -345,6 +345,8 @@ async def test_export_then_apply_into_a_fresh_database_reproduces_the_catalog(
 ) -> None:
     await sync(runtime, write(tmp_path / "repo", SAMPLE))
     await google_credentials(runtime)
+    assert runtime.config_service is not None  # a database export's target must be registered for export
+    await runtime.config_service.add_database("warehouse", {**CRM, "export": True}, ACTOR)
     await runtime.catalog.create_table(
         TableSpec.model_validate({
             "dataset": "exports", "name": "everything", "query": "SELECT * FROM mart.daily",

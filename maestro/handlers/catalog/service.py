@@ -35,6 +35,7 @@ from maestro.handlers.catalog import history
 from maestro.handlers.catalog.dependencies import DependencyState, Entry
 from maestro.handlers.catalog.history import TABLE_EVENTS, TableView, fold_table, table_stream
 from maestro.handlers.catalog.import_check import ImportCheck, import_key, needs_check
+from maestro.handlers.transfers.db_export_check import needs_db_export_check, refuse_db_export
 from maestro.scheduling import Schedule
 from maestro.validation import validated
 
@@ -125,11 +126,15 @@ class CatalogService:
 
     # ------------------------------------------------------------------ tables: commands
     async def _check_import(self, spec: TableSpec, old: dict[str, Any] | None) -> list[str]:
-        """Refuse an import table whose settings do not check (raises), else the save's warnings."""
+        """Refuse an import table whose settings do not check (raises), else the save's warnings;
+        and exports whose target cannot take them (a Sheets export without Google credentials,
+        a database export's target: handlers/transfers/db_export_check)."""
         if self.import_check is None:
             return []
         if (problem := self.import_check.export_problem(spec, old)) is not None:
             raise problem
+        if needs_db_export_check(spec, old):
+            refuse_db_export(spec, self.import_check.config.database)
         if not needs_check(spec, old):
             return []
         return await self.import_check.check(spec)

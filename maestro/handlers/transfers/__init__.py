@@ -1,1 +1,1 @@
-"""Transfers: imports from databases, external loads, Sheets and database exports."""
+"""Transfers out of and into BigQuery: Sheets and database exports."""

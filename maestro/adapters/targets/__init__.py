@@ -1,0 +1,1 @@
+"""Target databases for exports: PostgreSQL and MySQL/MariaDB (docs/db-export.md)."""
