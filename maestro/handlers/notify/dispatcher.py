@@ -159,11 +159,13 @@ class Dispatcher(Reactor):
                     raise
                 log.exception("delivery sender failed", extra={"delivery_id": delivery_id})
                 outcome = Outcome(error=f"{type(exc).__name__}: {exc}"[:300], retryable=True)
-        events, again = self._decide(state, outcome, self.clock())
+        decided = self.clock()
+        events, again = self._decide(state, outcome, decided)
         meta = Metadata(actor=ACTOR, correlation_id=state.planned.metadata.correlation_id,
                         causation_id=state.planned.event_id)
         try:
-            await self.store.append(delivery_stream(delivery_id), state.version, events, meta)
+            # Recorded at the moment the next attempt was drawn from, so the log shows the delay.
+            await self.store.append(delivery_stream(delivery_id), state.version, events, meta, occurred_at=decided)
         except ConcurrencyConflict:
             return self.clock()  # someone else recorded something: look at the stream again
         return again
