@@ -264,3 +264,17 @@ async def test_rotating_the_secret_signs_with_the_new_one(world: World) -> None:
     again = await _run(world, table_id)
     await _delivery(world, again["id"])
     assert world.receiver.received[-1].verified
+
+
+async def test_a_destination_refused_at_send_time_fails_the_step_unsent(world: World) -> None:
+    """A URL saved before the rule (or whose name moved since): the send-time check refuses it."""
+    from maestro.events import Metadata
+    from maestro.events.catalog import TableSpec
+
+    spec = TableSpec(dataset="cb", name="moved", query="SELECT 1 AS x", extract={
+        "format": "csv", "compression": "none", "notify_url": "http://10.255.255.1/hook"})
+    view = await world.runtime.catalog.create_table(spec, Metadata(actor="user:tests"))  # no HTTP save check
+    run = await _run(world, view.table_id)
+    delivery = await _delivery(world, run["id"])
+    assert delivery["status"] == "failed" and delivery["reason"] == "refused" and delivery["attempts"] == 0
+    assert "10.255.255.1" in delivery["error"] and "private" in delivery["error"]
