@@ -112,7 +112,9 @@ class ReactorHost:
         self._tasks[reactor.name] = asyncio.get_running_loop().create_task(
             self._run(reactor), name=f"reactor:{reactor.name}")
 
-    async def stop(self) -> None:
+    async def stop(self, why: str | None = None) -> None:
+        """Stop every reactor. ``why`` given (leadership or the database lost): each stays in
+        ``/healthz`` as down for that reason until it runs again; None (shutdown): forgotten."""
         self._stop.set()
         tasks = list(self._tasks.values())
         for task in tasks:
@@ -122,7 +124,10 @@ class ReactorHost:
         for reactor in self.reactors.values():
             with contextlib.suppress(Exception):
                 await reactor.stop()
-            self.health.forget(component(reactor))
+            if why is None:
+                self.health.forget(component(reactor))
+            else:
+                self.health.down(component(reactor), why)
 
     # ---------------------------------------------------------------- following
     async def _run(self, reactor: Reactor) -> None:

@@ -43,8 +43,8 @@ class Notify:
     def start(self) -> None:
         self.host.start()
 
-    async def stop(self) -> None:
-        await self.host.stop()
+    async def stop(self, why: str | None = None) -> None:
+        await self.host.stop(why)
 
     async def close(self) -> None:
         await self.host.stop()
