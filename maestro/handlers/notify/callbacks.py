@@ -47,6 +47,7 @@ class CallbackPolicy:
 class CallbackReactor(Reactor):
     name = "callbacks"
     event_types = ("JobSucceeded",)
+    concurrency = 16  # each extract's callback is planned on its own stream
 
     def __init__(self, store: EventStore, endpoints: Endpoints, policy: CallbackPolicy) -> None:
         self.store = store

@@ -56,6 +56,10 @@ class Reactor:
     start_at: ClassVar[Literal["head", "beginning"]] = "head"
     # Handling one event is tried this many times (with backoff) before give_up.
     attempts: ClassVar[int] = 5
+    # Events of one batch handled at once, at most. Above 1 the reactor says its events are
+    # independent (each decides on its own stream); the checkpoint still moves only after the
+    # whole batch, so a crash repeats the batch, which idempotent handling absorbs.
+    concurrency: ClassVar[int] = 1
 
     async def resume(self) -> None:
         """Before following: re-read unfinished work (pending deliveries) from the log."""
@@ -141,8 +145,7 @@ class ReactorHost:
                     position, types=list(reactor.event_types), batch_size=self.batch_size, stop=self._stop,
                     on_read=lambda: self.health.ok(name),
                 ):
-                    for event in batch:
-                        await self._handle(reactor, event)
+                    await self._handle_batch(reactor, batch)
                     await self._save(reactor, batch[-1].position)
                     delay = self.retry_delay
             except asyncio.CancelledError:
@@ -155,6 +158,23 @@ class ReactorHost:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), timeout=delay)
                 delay = min(delay * 2, self.max_delay)
+
+    async def _handle_batch(self, reactor: Reactor, batch: Sequence[RecordedEvent]) -> None:
+        if reactor.concurrency <= 1 or len(batch) == 1:
+            for event in batch:
+                await self._handle(reactor, event)
+            return
+        slots = asyncio.Semaphore(reactor.concurrency)
+
+        async def one(event: RecordedEvent) -> None:
+            async with slots:
+                await self._handle(reactor, event)
+
+        # Every task ends before the first error is raised: none is left running unawaited.
+        results = await asyncio.gather(*(one(e) for e in batch), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
 
     async def _handle(self, reactor: Reactor, event: RecordedEvent) -> None:
         delay = self.retry_delay
