@@ -8,6 +8,8 @@ a body cannot make someone else the owner (costs are billed to owners), and a ta
 group is for administrators only. A route without ``{table_id}`` (creating a table) needs a
 ``group_id`` the user belongs to, or any group at all (the handler then uses their first one).
 ``"descendants": true`` (run a table and everything downstream) touches the descendants' groups too.
+A route with ``{delivery_id}`` (redeliver) touches the delivery's table; a delivery of no table
+is for administrators only.
 
 A restore of an old version is checked as the change it makes: the version's group and owner,
 where they differ from the table's, pass the same checks as an edit that sets them. And a table
