@@ -278,3 +278,20 @@ async def test_a_destination_refused_at_send_time_fails_the_step_unsent(world: W
     delivery = await _delivery(world, run["id"])
     assert delivery["status"] == "failed" and delivery["reason"] == "refused" and delivery["attempts"] == 0
     assert "10.255.255.1" in delivery["error"] and "private" in delivery["error"]
+
+
+async def test_the_run_event_stream_carries_the_step_and_outlives_the_run_until_it_ends(world: World) -> None:
+    table_id, world.receiver.secret = await _table(world, "streamed")
+    world.receiver.plan = [503]  # the step goes on after the run's end
+    run_id = (await (await world.client.post(f"/api/v1/tables/{table_id}/run", json={})).json())["id"]
+    resp = await world.client.get(f"/api/v1/runs/{run_id}/events")
+    assert resp.status == 200
+    text = (await asyncio.wait_for(resp.text(), timeout=60)).splitlines()
+    types = [line.removeprefix("event: ") for line in text if line.startswith("event: ")]
+    assert "RunFinished" in types and types[-1] == "DeliverySucceeded", types
+    after_end = types[types.index("RunFinished"):]
+    assert "DeliveryAttempted" in after_end or "DeliveryPlanned" in after_end, types
+    # Reconnecting after everything was seen: 204, the client stops.
+    last_id = [line.removeprefix("id: ") for line in text if line.startswith("id: ")][-1]
+    again = await world.client.get(f"/api/v1/runs/{run_id}/events", headers={"Last-Event-ID": last_id})
+    assert again.status == 204

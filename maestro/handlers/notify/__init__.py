@@ -1,0 +1,1 @@
+"""Reactors that talk to the outside world: completion callbacks, deliveries (docs/reactors.md)."""
