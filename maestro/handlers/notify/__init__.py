@@ -1,1 +1,1 @@
-"""Reactors that talk to the outside world: completion callbacks, deliveries (docs/reactors.md)."""
+"""Notify: completion callbacks, Slack, cost digests (deliveries as events)."""
