@@ -42,6 +42,7 @@ bench: setup localstack
 	$(BIN)/python -m bench.bench_import_read
 	$(BIN)/python -m bench.bench_import_e2e
 	$(BIN)/python -m bench.bench_db_export
+	$(BIN)/python -m bench.bench_callbacks
 
 # Regenerate sql/schema.sql from the numbered migrations (tests fail until it matches).
 schema: setup

@@ -14,10 +14,12 @@ from typing import Any
 
 from maestro.adapters import google, localstack
 from maestro.adapters.bigquery import BigQueryJobs, expand_extract_uris, job_id_for
+from maestro.adapters.bigquery_tables import table_schema
 from maestro.adapters.postgres import LeaderLock
 from maestro.events.config import ConfigNotApplied
 from maestro.events.model import Metadata
 from maestro.events.store import ANY_VERSION
+from maestro.handlers.notify.wiring import Notify, build_notify
 from maestro.handlers.runs.imports import ImportContext
 from maestro.handlers.runs.runner import Runner, RunnerConfig
 from maestro.handlers.runs.scheduler import Scheduler
@@ -43,6 +45,8 @@ class Services:
     is_leader: bool = False
     target: str = ""  # where BigQuery calls go now: "local" or "google:<project>"
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    # Reactors with side effects (callbacks, ...): run on the leader only, like the runner.
+    notify: Notify | None = None
 
     def on_config_change(self, section: str, _name: str | None) -> None:
         if section == "bigquery":
@@ -115,6 +119,8 @@ class Services:
             return delay
         self.is_leader = True
         log.info("this process runs BigQuery jobs (runner leader)")
+        if self.notify is not None:
+            self.notify.start()
         # Watched from the first moment: recovery already re-attaches jobs.
         watch = asyncio.ensure_future(self.leader.watch())
         start = asyncio.ensure_future(self.runner.start())
@@ -151,6 +157,8 @@ class Services:
         return self.leader.retry
 
     async def _step_down(self) -> None:
+        if self.notify is not None:
+            await self.notify.stop("stopped: this process no longer leads (leader lock or database lost)")
         await self.runner.stop()
         self.is_leader = False
         await self.leader.release()
@@ -165,6 +173,8 @@ class Services:
             self._leader_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._leader_task
+        if self.notify is not None:
+            await self.notify.close()
         await self.runner.stop()
         await self.leader.release()
         self.runtime.health.forget(RUNNER)
@@ -269,6 +279,12 @@ async def start_services(runtime: Runtime, *, stack: localstack.LocalStack | Non
         runtime, jobs, conn.storage, conn.signer, conn.stack, owns_stack, runner, scheduler,
         LeaderLock(runtime.dsn, RUNNER_LOCK, check=settings.leader_check), target=conn.target,
     )
+    if runtime.config_service is not None:
+        services.notify = build_notify(
+            runtime.store, runtime.health, runtime.config_service.box, settings,
+            storage=lambda: (services.storage, services.signer),
+            schema=lambda table: table_schema(services.bigquery.client, table),
+        )
     runtime.bigquery = jobs
     runtime.services = services
     if runtime.config is not None:

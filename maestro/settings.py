@@ -123,6 +123,19 @@ class Settings(BaseSettings):
         description="comma-separated addresses/CIDRs of reverse proxies whose X-Forwarded-For is believed",
     )
 
+    # Completion callbacks (docs/callbacks.md). Destinations that resolve to loopback, private,
+    # link-local or other non-global addresses are refused unless in one of these networks.
+    callback_allowed_networks: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="comma-separated addresses/CIDRs callbacks may reach although not globally routable",
+    )
+    callback_timeout: float = Field(default=10.0, gt=0, le=120, description="seconds one callback attempt may take")
+    callback_retry_initial: float = Field(default=5.0, gt=0, description="seconds before the first retry (then doubling)")
+    callback_retry_max_delay: float = Field(default=3600.0, gt=0, description="seconds between retries, at most")
+    callback_retry_window: float = Field(
+        default=24 * 3600.0, gt=0, description="seconds after the extract during which a callback is retried"
+    )
+
     @field_validator("allowed_email_domains", "auto_enable_domains", "initial_admins", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
@@ -130,7 +143,7 @@ class Settings(BaseSettings):
             return [d.strip().lower() for d in value.split(",") if d.strip()]
         return value
 
-    @field_validator("trusted_proxies", mode="before")
+    @field_validator("trusted_proxies", "callback_allowed_networks", mode="before")
     @classmethod
     def _networks(cls, value: Any) -> Any:
         values = [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
@@ -138,7 +151,7 @@ class Settings(BaseSettings):
             try:
                 ipaddress.ip_network(v, strict=False)
             except ValueError:
-                raise ValueError(f"trusted_proxies: {v!r} is not an IP address or CIDR network") from None
+                raise ValueError(f"{v!r} is not an IP address or CIDR network") from None
         return values
 
     @property

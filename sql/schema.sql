@@ -236,6 +236,31 @@ CREATE TABLE public.cost_jobs (
 );
 
 --
+-- Name: deliveries; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.deliveries (
+    delivery_id text NOT NULL,
+    kind text NOT NULL,
+    table_id text,
+    run_id text,
+    job_id text,
+    target text NOT NULL,
+    state text NOT NULL,
+    chain integer DEFAULT 1 NOT NULL,
+    attempts integer DEFAULT 0 NOT NULL,
+    last_status integer,
+    last_error text,
+    reason text,
+    next_attempt_at timestamp with time zone,
+    deadline timestamp with time zone,
+    planned_at timestamp with time zone NOT NULL,
+    updated_at timestamp with time zone NOT NULL,
+    finished_at timestamp with time zone,
+    version integer NOT NULL
+);
+
+--
 -- Name: events; Type: TABLE; Schema: public; Owner: -
 --
 
@@ -338,6 +363,16 @@ CREATE TABLE public.projection_checkpoints (
 );
 
 --
+-- Name: reactor_checkpoints; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.reactor_checkpoints (
+    name text NOT NULL,
+    "position" bigint DEFAULT 0 NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
+--
 -- Name: run_tables; Type: TABLE; Schema: public; Owner: -
 --
 
@@ -412,6 +447,21 @@ CREATE TABLE public.users (
 );
 
 --
+-- Name: webhook_endpoints; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.webhook_endpoints (
+    table_id text NOT NULL,
+    secret text NOT NULL,
+    enabled boolean DEFAULT true NOT NULL,
+    disabled_reason text,
+    disabled_url text,
+    rotated_at timestamp with time zone NOT NULL,
+    updated_at timestamp with time zone NOT NULL,
+    version integer NOT NULL
+);
+
+--
 -- Name: auth_pending_logins auth_pending_logins_pkey; Type: CONSTRAINT; Schema: public; Owner: -
 --
 
@@ -475,6 +525,13 @@ ALTER TABLE ONLY public.cost_jobs
     ADD CONSTRAINT cost_jobs_pkey PRIMARY KEY (job_id);
 
 --
+-- Name: deliveries deliveries_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.deliveries
+    ADD CONSTRAINT deliveries_pkey PRIMARY KEY (delivery_id);
+
+--
 -- Name: events events_pkey; Type: CONSTRAINT; Schema: public; Owner: -
 --
 
@@ -517,6 +574,13 @@ ALTER TABLE ONLY public.projection_checkpoints
     ADD CONSTRAINT projection_checkpoints_pkey PRIMARY KEY (name);
 
 --
+-- Name: reactor_checkpoints reactor_checkpoints_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.reactor_checkpoints
+    ADD CONSTRAINT reactor_checkpoints_pkey PRIMARY KEY (name);
+
+--
 -- Name: run_tables run_tables_pkey; Type: CONSTRAINT; Schema: public; Owner: -
 --
 
@@ -543,6 +607,13 @@ ALTER TABLE ONLY public.schema_migrations
 
 ALTER TABLE ONLY public.users
     ADD CONSTRAINT users_pkey PRIMARY KEY (user_id);
+
+--
+-- Name: webhook_endpoints webhook_endpoints_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.webhook_endpoints
+    ADD CONSTRAINT webhook_endpoints_pkey PRIMARY KEY (table_id);
 
 --
 -- Name: auth_sessions_user; Type: INDEX; Schema: public; Owner: -
@@ -591,6 +662,24 @@ CREATE INDEX config_entries_section ON public.config_entries USING btree (sectio
 --
 
 CREATE INDEX cost_jobs_day ON public.cost_jobs USING btree (day);
+
+--
+-- Name: deliveries_open; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX deliveries_open ON public.deliveries USING btree (next_attempt_at) WHERE (state = ANY (ARRAY['pending'::text, 'retrying'::text]));
+
+--
+-- Name: deliveries_run; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX deliveries_run ON public.deliveries USING btree (run_id, table_id);
+
+--
+-- Name: deliveries_table; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX deliveries_table ON public.deliveries USING btree (table_id, planned_at DESC);
 
 --
 -- Name: events_actor_idx; Type: INDEX; Schema: public; Owner: -

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from maestro.http import catalog, config, datasets, history, imports, loads, ops, runs
+from maestro.http import catalog, config, datasets, deliveries, history, imports, loads, ops, runs
 from maestro.http import access, costs, login, people, slack
 from maestro.http.auth import LIMITER, TRUSTED_PROXIES, auth_middleware
 from maestro.http.errors import error_middleware
@@ -61,4 +61,5 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> web.App
     access.add_routes(app)
     config.add_routes(app)
     slack.add_routes(app)
+    deliveries.add_routes(app)
     return app

@@ -15,7 +15,7 @@ from maestro.errors import NotFound, ValidationFailed
 from maestro.events.catalog import FrequencySpec, TableSpec
 from maestro.handlers.catalog.service import validate_spec
 from maestro.http.auth import principal
-from maestro.http import loads
+from maestro.http import deliveries, loads
 from maestro.http.keys import RUNTIME
 from maestro.http.routing import Route, register, routes
 from maestro.http.validation import VERSION_MAX, json_object, json_response, parse_body, parse_query, pop_expected_version
@@ -133,8 +133,10 @@ async def create_table(request: web.Request) -> web.Response:
     await _known_group(request, body.get("group_id"))
     spec = validate_spec(body)
     warnings: list[str] = []
+    await deliveries.check_save(request, body, warnings)  # 422 for a callback URL not allowed
     view = await _catalog(request).create_table(spec, who.metadata(), warnings=warnings)
-    return json_response({**_with_deps(request, view.to_dict()), "warnings": warnings}, status=201)
+    callback = await deliveries.after_save(request, view)  # a new endpoint's secret, once
+    return json_response({**_with_deps(request, view.to_dict()), "warnings": warnings, **callback}, status=201)
 
 
 async def get_table(request: web.Request) -> web.Response:
@@ -175,11 +177,13 @@ async def _changes(request: web.Request, *, partial: bool) -> tuple[dict[str, An
 async def patch_table(request: web.Request) -> web.Response:
     changes, expected = await _changes(request, partial=True)
     warnings: list[str] = []
+    await deliveries.check_save(request, changes, warnings)
     view = await _catalog(request).update_table(
         request.match_info["table_id"], changes, principal(request).metadata(), expected_version=expected,
         warnings=warnings,
     )
-    return json_response({**_with_deps(request, view.to_dict()), "warnings": warnings})
+    callback = await deliveries.after_save(request, view)
+    return json_response({**_with_deps(request, view.to_dict()), "warnings": warnings, **callback})
 
 
 async def put_table(request: web.Request) -> web.Response:
@@ -190,11 +194,13 @@ async def put_table(request: web.Request) -> web.Response:
     for key in ("group_id", "owner_id"):
         spec.setdefault(key, current.get(key))
     warnings: list[str] = []
+    await deliveries.check_save(request, spec, warnings)
     view = await _catalog(request).update_table(
         request.match_info["table_id"], spec, principal(request).metadata(),
         expected_version=expected, replace=True, warnings=warnings,
     )
-    return json_response({**_with_deps(request, view.to_dict()), "warnings": warnings})
+    callback = await deliveries.after_save(request, view)
+    return json_response({**_with_deps(request, view.to_dict()), "warnings": warnings, **callback})
 
 
 async def delete_table(request: web.Request) -> web.Response:

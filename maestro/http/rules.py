@@ -8,6 +8,8 @@ a body cannot make someone else the owner (costs are billed to owners), and a ta
 group is for administrators only. A route without ``{table_id}`` (creating a table) needs a
 ``group_id`` the user belongs to, or any group at all (the handler then uses their first one).
 ``"descendants": true`` (run a table and everything downstream) touches the descendants' groups too.
+A route with ``{delivery_id}`` (redeliver) touches the delivery's table; a delivery of no table
+is for administrators only.
 
 A restore of an old version is checked as the change it makes: the version's group and owner,
 where they differ from the table's, pass the same checks as an edit that sets them. And a table
@@ -70,6 +72,12 @@ async def write_problem(request: web.Request, who: Principal) -> Refusal | None:
     """Why ``who`` may not make this write, or None when they may."""
     runtime = request.app[RUNTIME]
     table_id = request.match_info.get("table_id")
+    if "delivery_id" in request.match_info:  # a delivery is its table's: redelivering is writing it
+        found = await runtime.pool.fetchrow(
+            "SELECT table_id FROM deliveries WHERE delivery_id = $1", request.match_info["delivery_id"])
+        if found is not None and found["table_id"] is None:
+            return Refusal("this delivery belongs to no table: only administrators may redeliver it")
+        table_id = found["table_id"] if found is not None else None  # unknown: the handler answers 404
     current: dict[str, Any] | None = None
     if table_id is not None:
         row = await runtime.pool.fetchrow("SELECT spec::text FROM catalog_tables WHERE table_id = $1", table_id)

@@ -28,7 +28,9 @@ import orjson
 from aiohttp import web
 
 from maestro.errors import CredentialsRefused, NotFound, TooManyStreams
+from maestro.events.deliveries import DELIVERY_EVENTS as STEP_EVENTS
 from maestro.events.model import RecordedEvent
+from maestro.handlers.notify.steps import last_step_position, open_steps
 from maestro.handlers.people.principal import Principal
 from maestro.http.auth import principal, recheck
 from maestro.http.extract_rule import unreadable_extracts
@@ -42,6 +44,8 @@ RUN_EVENT_TYPES = [
     "JobPlanned", "JobSubmitted", "JobSucceeded", "JobFailed", "JobCancelled", "JobSkipped",
     # an import's phases and progress (rows read, bytes written)
     "ImportStarted", "ImportProgress", "ImportUploaded", "ImportSchemaChanged",
+    # the steps after a table's job (callbacks, exports): they may go on after the run's end
+    *STEP_EVENTS,
 ]
 RETRY_MS = 3000  # how soon a client reconnects after a stream's lifetime ends
 
@@ -91,6 +95,7 @@ class _Redactor:
                 self._hidden[table_id] = bool(await unreadable_extracts(self.pool, self.who, [table_id]))
             if self._hidden[table_id]:
                 data.pop("destination_uris", None)
+                data.pop("details", None)  # a callback's plan names the extract's files
                 if isinstance(data.get("config"), dict):
                     data["config"].pop("destination_uris", None)
         return {"type": event.type, "stream_id": event.stream_id, "at": event.occurred_at.isoformat(), **data}
@@ -112,8 +117,9 @@ async def run_events(request: web.Request) -> web.StreamResponse:
     # Only an id we could have sent (an event position) counts; anything else replays from the start.
     if last.isascii() and last.isdigit() and int(last) <= INT64_MAX:
         start = max(start, int(last))
-    if row["last_type"] in RUN_ENDS and start >= row["last"]:
-        return web.Response(status=204)  # the run is over and the client has seen all of it
+    if row["last_type"] in RUN_ENDS and start >= max(row["last"], await last_step_position(runtime.pool, run_id) or 0) \
+            and not await open_steps(runtime.pool, run_id):
+        return web.Response(status=204)  # the run and its steps are over and the client has seen all of it
     who = principal(request)
     with request.app[STREAM_SLOTS].hold(who.user_id):
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
@@ -142,6 +148,7 @@ async def _follow(
 
     pumping = asyncio.create_task(pump())
     get: asyncio.Future[list[RecordedEvent]] | None = None
+    ended = False  # the run's end was sent: the stream goes on only while steps are open
     try:
         while True:
             now = loop.time()
@@ -166,8 +173,9 @@ async def _follow(
                         continue
                     data = orjson.dumps(await redactor.data(event)).decode()
                     await response.write(f"id: {event.position}\nevent: {event.type}\ndata: {data}\n\n".encode())
-                    if event.type in RUN_ENDS:
-                        return
+                    ended = ended or event.type in RUN_ENDS
+                if ended and not await open_steps(runtime.pool, run_id):
+                    return
             elif pumping.done():
                 pumping.result()  # the subscription failed: let the error surface
                 return

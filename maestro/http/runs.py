@@ -11,6 +11,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from maestro.errors import NotFound, ServiceUnavailable
+from maestro.handlers.notify.steps import run_steps
 from maestro.handlers.runs import estimates, extracts
 from maestro.http.auth import principal
 from maestro.http.extract_rule import unreadable_extracts
@@ -95,6 +96,7 @@ async def get_run(request: web.Request) -> web.Response:
         "FROM run_tables WHERE run_id = $1 ORDER BY priority DESC, name",
         run_id,
     )
+    steps = await run_steps(pool, run_id)
     return json_response(
         {
             **_run_row(row),
@@ -106,6 +108,8 @@ async def get_run(request: web.Request) -> web.Response:
                     "error": t["error"], "updated_at": _iso(t["updated_at"]),
                     # imports and external waits: phase, rows read, bytes written, ...
                     "progress": orjson.loads(t["progress"]) if t["progress"] else None,
+                    # after the table's job: its callback (and exports), each with its own state
+                    "steps": steps.get(t["table_id"], []),
                 }
                 for t in tables
             ],

@@ -6,6 +6,7 @@ from maestro.projections.base import Projection
 from maestro.projections.catalog import CatalogProjection
 from maestro.projections.config import ConfigProjection
 from maestro.projections.costs import CostsProjection
+from maestro.projections.deliveries import DeliveriesProjection
 from maestro.projections.runs import RunsProjection
 from maestro.projections.sessions import SessionsProjection
 from maestro.projections.streams import StreamsProjection
@@ -23,4 +24,5 @@ def all_projections() -> list[Projection]:
         RunsProjection(),
         StreamsProjection(),
         CostsProjection(),
+        DeliveriesProjection(),
     ]

@@ -77,7 +77,7 @@ async def _seed(runtime, user_id: str, group_id: str) -> dict[str, str]:
         "table_id": child.table_id, "frequency_id": frequency_id, "run_id": run_id, "group_id": group_id,
         "job_id": job_id or "nothing-here",
         "user_id": "bystander", "token_id": token_id, "name": "crm", "section": "pricing",
-        "stream_id": f"table-{parent.table_id}", "dataset": "fuzz",
+        "stream_id": f"table-{parent.table_id}", "dataset": "fuzz", "delivery_id": "dlv_nothing_here",
     }
 
 

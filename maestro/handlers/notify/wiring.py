@@ -1,0 +1,66 @@
+"""The reactors ``maestro serve`` runs on its leader, put together in one place.
+
+``Notify`` holds the reactor host, the delivery dispatcher (with one sender per delivery kind) and
+the callback endpoints. Another delivery kind plugs in with two lines (docs/reactors.md)::
+
+    notify.host.add(SlackNotifier(...))            # plans deliveries of kind "slack"
+    notify.dispatcher.add_sender(SlackSender(...))  # makes their attempts
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from maestro.adapters.secrets import SecretBox
+from maestro.adapters.webhooks import WebhookClient, parse_networks
+from maestro.events.store import EventStore
+from maestro.health import Health
+from maestro.handlers.notify.callbacks import CallbackPolicy, CallbackReactor, CallbackSender
+from maestro.handlers.notify.dispatcher import Dispatcher
+from maestro.handlers.notify.endpoints import Endpoints
+from maestro.handlers.notify.reactor import ReactorHost
+from maestro.settings import Settings
+
+
+def callback_policy(settings: Settings) -> CallbackPolicy:
+    return CallbackPolicy(
+        timeout=settings.callback_timeout, initial=settings.callback_retry_initial,
+        max_delay=settings.callback_retry_max_delay, window=settings.callback_retry_window,
+        url_lifetime=dt.timedelta(seconds=settings.signed_url_lifetime),
+    )
+
+
+@dataclass
+class Notify:
+    host: ReactorHost
+    dispatcher: Dispatcher
+    endpoints: Endpoints
+    client: WebhookClient
+
+    def start(self) -> None:
+        self.host.start()
+
+    async def stop(self, why: str | None = None) -> None:
+        await self.host.stop(why)
+
+    async def close(self) -> None:
+        await self.host.stop()
+        await self.client.close()
+
+
+def build_notify(
+    store: EventStore, health: Health, box: SecretBox, settings: Settings, *,
+    storage: Callable[[], tuple[Any, Any]], schema: Callable[[str], Awaitable[list[dict[str, Any]]]],
+) -> Notify:
+    """``storage``: () -> (Cloud Storage client, URL signer) as configured now; ``schema``: a
+    BigQuery table's schema by name."""
+    policy = callback_policy(settings)
+    endpoints = Endpoints(store, box)
+    client = WebhookClient(parse_networks(settings.callback_allowed_networks))
+    dispatcher = Dispatcher(store)
+    dispatcher.add_sender(CallbackSender(endpoints, client, policy, storage, schema))
+    host = ReactorHost(store, health, [dispatcher, CallbackReactor(store, endpoints, policy)])
+    return Notify(host, dispatcher, endpoints, client)

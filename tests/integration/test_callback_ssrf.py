@@ -1,0 +1,94 @@
+"""Callback destinations: refused at save (422, no event) and again at send time."""
+
+from __future__ import annotations
+
+import pytest
+
+from maestro.adapters.webhooks import WebhookClient, address_problem, parse_networks, signed_headers
+from webhook_receiver import Receiver
+
+
+def _table(url: str) -> dict:
+    return {"dataset": "ssrf", "name": "t", "query": "SELECT 1 AS x",
+            "extract": {"format": "csv", "compression": "none", "notify_url": url}}
+
+
+@pytest.mark.parametrize("url", [
+    "http://127.0.0.1:9/hook",          # loopback (not in this runtime's allow-list)
+    "http://localhost:9/hook",          # a name that resolves to loopback
+    "http://10.1.2.3/hook",             # private
+    "http://192.168.0.10/hook",
+    "http://169.254.169.254/latest/meta-data",  # link-local: the cloud metadata service
+    "http://[::1]:9/hook",
+    "http://[::ffff:127.0.0.1]/hook",   # IPv4-mapped loopback
+    "http://100.64.0.1/hook",           # carrier-grade NAT: not globally routable
+    "http://0.0.0.0/hook",
+])
+async def test_a_destination_not_allowed_is_refused_at_save_with_no_event(client, runtime, url) -> None:
+    before = await runtime.store.last_position()
+    resp = await client.post("/api/v1/tables", json=_table(url))
+    body = await resp.json()
+    assert resp.status == 422, body
+    assert body["error"]["code"] == "callback_url_refused"
+    assert "callback_allowed_networks" in body["error"]["message"]
+    assert await runtime.store.last_position() == before
+
+
+@pytest.mark.parametrize("url", ["ftp://example.com/x", "file:///etc/passwd", "gopher://example.com/"])
+async def test_a_url_that_is_not_http_is_refused(client, runtime, url) -> None:
+    before = await runtime.store.last_position()
+    resp = await client.post("/api/v1/tables", json=_table(url))
+    assert resp.status == 422 and (await resp.json())["error"]["code"] == "validation_failed"
+    assert await runtime.store.last_position() == before
+
+
+async def test_edits_are_checked_too(client, runtime) -> None:
+    created = await client.post("/api/v1/tables", json={"dataset": "ssrf", "name": "e", "query": "SELECT 1 AS x"})
+    table_id = (await created.json())["id"]
+    before = await runtime.store.last_position()
+    patch = await client.patch(f"/api/v1/tables/{table_id}", json={"extract": {"notify_url": "http://10.0.0.1/x"}})
+    assert patch.status == 422 and (await patch.json())["error"]["code"] == "callback_url_refused"
+    put = await client.put(f"/api/v1/tables/{table_id}", json=_table("http://172.16.0.1/x") | {"name": "e"})
+    assert put.status == 422 and (await put.json())["error"]["code"] == "callback_url_refused"
+    assert await runtime.store.last_position() == before
+
+
+async def test_a_name_that_does_not_resolve_now_is_saved_with_a_warning(client) -> None:
+    resp = await client.post("/api/v1/tables", json=_table("https://callbacks.maestro.invalid/hook"))
+    body = await resp.json()
+    assert resp.status == 201, body
+    assert any("does not resolve now" in w for w in body["warnings"])
+    assert body["callback"]["secret"].startswith("whsec_")
+
+
+def test_address_rules() -> None:
+    allowed = parse_networks(["127.0.0.1", "10.9.0.0/16"])
+    assert address_problem("8.8.8.8", ()) is None
+    assert address_problem("2001:4860:4860::8888", ()) is None
+    assert address_problem("127.0.0.1", allowed) is None
+    assert address_problem("10.9.3.4", allowed) is None
+    assert "loopback" in address_problem("127.0.0.2", allowed)
+    assert "private" in address_problem("10.8.0.1", allowed)
+    assert "link-local" in address_problem("fe80::1%eth0", ())
+    assert "loopback" in address_problem("::ffff:127.0.0.1", ())
+    assert address_problem("224.0.0.1", ()) is not None
+
+
+async def test_send_time_checks_every_resolved_address() -> None:
+    receiver = await Receiver().start()
+    try:
+        body = b'{"x": 1}'
+        headers = signed_headers("whsec_" + "A" * 44, "msg_1", body.decode())
+        closed = WebhookClient(())
+        for url in (receiver.url, receiver.url.replace("127.0.0.1", "localhost")):
+            result = await closed.post(url, body, headers, timeout=2)
+            assert result.refused is not None and result.status is None, result
+        await closed.close()
+        assert receiver.received == []  # nothing left the process
+        opened = WebhookClient(parse_networks(["127.0.0.1"]))
+        result = await opened.post(receiver.url.replace("127.0.0.1", "localhost"), body, headers, timeout=2)
+        assert result.status == 200 and result.refused is None, result  # only the checked address is used
+        await opened.close()
+        assert len(receiver.received) == 1
+    finally:
+        await receiver.stop()
