@@ -423,4 +423,4 @@ class SlackNotConfigured(ConfigurationError):
     """Slack is not configured: set a bot token or an incoming webhook URL (PUT /api/v1/config/slack)."""
 
     code = "slack_not_configured"
-    status = 503
+    status = 409  # configure it first: a state of this service, not a failure of it

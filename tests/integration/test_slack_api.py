@@ -9,7 +9,7 @@ from slack_fake import SlackFake
 async def test_the_test_route_sends_the_fixed_message_and_names_slacks_errors(client, runtime) -> None:
     async with SlackFake() as slack:
         resp = await client.post("/api/v1/config/slack/test")
-        assert resp.status == 503 and (await resp.json())["error"]["code"] == "slack_not_configured"
+        assert resp.status == 409 and (await resp.json())["error"]["code"] == "slack_not_configured"
         resp = await client.put("/api/v1/config/slack", json={
             "bot_token": slack.token, "channel": "#alerts", "api_base_url": slack.api_url,
             "group_channels": {"g-fin": "#finance"}, "url_prefix": "https://maestro.example"})
