@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from maestro.adapters import google, localstack
+from maestro.adapters import google, localstack, malloc
 from maestro.adapters.bigquery import BigQueryJobs, expand_extract_uris, job_id_for
 from maestro.adapters.bigquery_tables import table_schema
 from maestro.adapters.postgres import LeaderLock
@@ -249,6 +249,7 @@ async def start_services(runtime: Runtime, *, stack: localstack.LocalStack | Non
     """Connect BigQuery and start the scheduler and the runner election. ``stack`` given: use
     that local stack and leave it running on close (tests share one)."""
     settings = runtime.settings
+    malloc.return_large_blocks()  # imports' megabyte buffers: back to the system when freed
     conn = await _connect(runtime, stack)
     owns_stack = conn.stack is not None and stack is None
     # Threads for the blocking client calls: enough for the jobs in flight, but never one per job

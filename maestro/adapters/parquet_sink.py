@@ -26,6 +26,8 @@ import asyncio
 import base64
 import contextlib
 import logging
+import queue
+import threading
 from collections.abc import AsyncIterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -96,7 +98,8 @@ async def write_parquet(
     """
     settings = settings or ParquetSettings()
     bucket, name = split_uri(uri)
-    # One thread per file: encoding, uploading and cancelling run in order, never at once.
+    # One thread per file: encoding, finalizing and cancelling run in order, never at once; the
+    # chunks are sent from another (_Checksummed), overlapping the encoding.
     thread = ThreadPoolExecutor(1, thread_name_prefix="parquet-sink")
     loop = asyncio.get_running_loop()
 
@@ -110,7 +113,7 @@ async def write_parquet(
         retry=DEFAULT_RETRY_IF_GENERATION_SPECIFIED, if_generation_match=0,
         content_type=CONTENT_TYPE, timeout=settings.request_timeout,
     )  # fmt: skip
-    sink = _Checksummed(upload)
+    sink = _Checksummed(upload, settings.chunk_size)
     writer: pq.ParquetWriter | None = None  # made with the first row group (its dictionary choice)
 
     def open_writer(first: pa.Table | None) -> pq.ParquetWriter:
@@ -139,6 +142,7 @@ async def write_parquet(
         if writer is None:  # no rows: a valid file with the schema and no row group
             writer = await run(open_writer, None)
         await run(writer.close)  # the footer
+        await run(sink.drain)
         upload.finalize = True
         await run(upload.close)  # the last chunk: only now does the object exist
     except BaseException:
@@ -148,7 +152,7 @@ async def write_parquet(
             await asyncio.wait([pending])
             if not pending.cancelled():
                 pending.exception()  # retrieved: the error raised is the first one
-        await asyncio.shield(loop.run_in_executor(thread, _abandon, writer, upload))
+        await asyncio.shield(loop.run_in_executor(thread, _abandon, writer, upload, sink))
         raise
     finally:
         thread.shutdown(wait=False)
@@ -241,10 +245,11 @@ def _dictionary_columns(first: pa.Table | None, ratio: float) -> list[str]:
     return chosen
 
 
-def _abandon(writer: pq.ParquetWriter | None, upload: _Upload) -> None:
+def _abandon(writer: pq.ParquetWriter | None, upload: _Upload, sink: _Checksummed) -> None:
     with contextlib.suppress(Exception):
         if writer is not None:
             writer.close()
+    sink.stop()
     upload.close()  # finalize is False: cancels the session
 
 
@@ -273,23 +278,74 @@ class _Upload(BlobWriter):
 
 
 class _Checksummed:
-    """The file pyarrow writes to: counts and checksums the bytes on their way to the upload."""
+    """The file pyarrow writes to: counts and checksums the bytes, and sends them in chunks from
+    a thread of its own, so encoding the next row group overlaps sending the last one. One chunk
+    waits in the queue at most (back-pressure: memory stays a few chunks, whatever the file)."""
 
-    def __init__(self, upload: _Upload) -> None:
+    def __init__(self, upload: _Upload, chunk_size: int) -> None:
         self._upload = upload
+        self._chunk_size = chunk_size
         self._crc = google_crc32c.Checksum()
         self.size = 0
         self.discard = False
         self.closed = False
+        self._pending = bytearray()
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=1)
+        self._error: BaseException | None = None
+        self._stopped = False
+        self._thread = threading.Thread(target=self._send, name="parquet-upload", daemon=True)
+        self._thread.start()
 
     def write(self, data: Any) -> int:
         if self.discard:
             return len(data)
+        self._raise()
         data = bytes(data)  # pyarrow hands bytes already (no copy); the checksum needs them
         self._crc.update(data)
-        self._upload.write(data)
+        self._pending += data
         self.size += len(data)
+        if len(self._pending) >= self._chunk_size:
+            self._put(bytes(self._pending))
+            self._pending = bytearray()
         return len(data)
+
+    def drain(self) -> None:
+        """Send what is left and wait until the thread has handed it all to the upload (before
+        the upload is finalized); re-raises what failed the sending."""
+        if self._pending:
+            self._put(bytes(self._pending))
+            self._pending = bytearray()
+        self._put(None)
+        self._thread.join()
+        self._raise()
+
+    def stop(self) -> None:
+        """After a failure: send nothing more, and wait for the chunk being sent to end (the
+        session is cancelled next, never while a chunk is on its way)."""
+        self.discard = self._stopped = True
+        if self._thread.is_alive():
+            self._queue.put(None)  # the thread skips what is queued: a slot frees at once
+            self._thread.join()
+
+    def _put(self, item: bytes | None) -> None:
+        while True:
+            try:
+                self._queue.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                self._raise()  # the thread stopped on an error: do not wait for it forever
+
+    def _send(self) -> None:
+        while (item := self._queue.get()) is not None:
+            if self._error is None and not self._stopped:
+                try:
+                    self._upload.write(item)  # a full chunk: BlobWriter sends it at once
+                except BaseException as exc:  # raised in the encoding thread at its next write
+                    self._error = exc
+
+    def _raise(self) -> None:
+        if self._error is not None and not self._stopped:
+            raise self._error
 
     def tell(self) -> int:
         return self.size

@@ -137,6 +137,17 @@ async def test_a_failing_source_leaves_no_object(gcs: storage.Client) -> None:
     assert await stat_object(gcs, uri) is None
 
 
+async def test_a_chunk_that_fails_to_send_fails_the_write(gcs: storage.Client) -> None:
+    """Chunks go out from a thread of their own: its failure (here the bucket does not exist, so
+    the first chunk's session is refused) ends the write with the storage error, not a hang."""
+    from maestro.errors import StorageError
+
+    uri = f"gs://no-such-bucket-{uuid.uuid4().hex[:8]}/f.parquet"
+    batches = [batch(i * 1000, 1000) for i in range(20)]
+    with pytest.raises(StorageError):
+        await asyncio.wait_for(write_parquet(gcs, uri, SCHEMA, source(batches), SMALL), 60)
+
+
 async def test_a_cancelled_write_leaves_no_object(gcs: storage.Client) -> None:
     uri = new_uri()
     started = asyncio.Event()

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import unquote
@@ -165,7 +164,7 @@ class PostgresSource:
                 end = _records_end(data)
                 carry = data[end:]
                 if end:
-                    yield await asyncio.to_thread(parse, data[:end])
+                    yield await asyncio.to_thread(parse, memoryview(data)[:end])  # no copy
             status = await copy  # re-raises what failed the COPY
             if carry:
                 yield await asyncio.to_thread(parse, carry)
@@ -193,7 +192,7 @@ class PostgresSource:
             buffer += chunk
             if len(buffer) >= block_bytes:
                 full, buffer = buffer, bytearray()
-                await blocks.put(bytes(full))
+                await blocks.put(full)  # handed over whole: no copy
 
         try:
             status = await self._conn.copy_from_query(sql, output=sink, format="csv")
@@ -202,7 +201,7 @@ class PostgresSource:
         except (OSError, asyncpg.InterfaceError, asyncio.TimeoutError) as exc:
             raise SourceReadFailed(f"the PostgreSQL connection failed: {exc}", retryable=True) from exc
         if buffer:
-            await blocks.put(bytes(buffer))
+            await blocks.put(buffer)
         return status
 
 
@@ -241,9 +240,9 @@ class _Parser:
             null_values=[""], strings_can_be_null=True, quoted_strings_can_be_null=False,
         )
 
-    def __call__(self, data: bytes) -> pa.RecordBatch:
+    def __call__(self, data: bytes | memoryview) -> pa.RecordBatch:
         try:
-            table = pa_csv.read_csv(io.BytesIO(data), self._read, self._parse, self._convert)
+            table = pa_csv.read_csv(pa.BufferReader(pa.py_buffer(data)), self._read, self._parse, self._convert)
         except pa.ArrowInvalid as exc:
             raise self._failed(exc) from exc
         arrays = [convert(col, table.column(i).combine_chunks()) for i, col in enumerate(self.schema.columns)]

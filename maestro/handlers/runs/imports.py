@@ -73,10 +73,10 @@ TURN_POLL = 1.0  # seconds between looks at whether an earlier import of the tab
 class ImportContext:
     storage: Callable[[], Any]  # the google.cloud.storage Client in use now
     database: Callable[[str], Any]  # name -> (DatabaseSection, password) or None
-    # 32 MiB upload requests (the sink's default is 8): fewer, larger requests per file; on the
-    # local GCS, whose resumable uploads slow as the object grows, 5 M rows went from 0.37x to
-    # 0.48x of a bare COPY (docs/benchmarks.md). Memory: one such buffer per import in flight.
-    parquet: ParquetSettings = ParquetSettings(chunk_size=32 * 1024 * 1024)
+    # 8 MiB upload requests, sent from the sink's own thread while the next row group encodes.
+    # (32 MiB requests were faster on the local GCS before the sending overlapped, but a 24 MB
+    # file never filled one: the peak RSS then grew between 1 M and 5 M rows; docs/benchmarks.md.)
+    parquet: ParquetSettings = ParquetSettings()
     connect_timeout: float = 10.0
     statement_timeout: float = 6 * 3600.0
     progress_every: float = PROGRESS_EVERY
