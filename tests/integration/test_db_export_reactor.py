@@ -206,3 +206,17 @@ async def test_a_target_that_is_down_is_retried_then_fails_with_the_reason(
     [step] = steps
     assert step["state"] == "retrying" and step["next_attempt_at"] is not None, step
     assert step["error"].startswith("target_unavailable: "), step
+
+
+async def test_the_run_event_stream_carries_the_export_and_ends_with_it(world: World, pg_target: ExportDatabase) -> None:
+    await register(world, pg_target)
+    freq = await frequency(world, "streamed")
+    await table(world, "mart", "streamed", "warehouse", freq)
+    run_id = (await (await world.client.post("/api/v1/runs", json={"frequency_id": freq})).json())["id"]
+    resp = await world.client.get(f"/api/v1/runs/{run_id}/events")
+    assert resp.status == 200
+    text = (await asyncio.wait_for(resp.text(), timeout=120)).splitlines()
+    types = [line.removeprefix("event: ") for line in text if line.startswith("event: ")]
+    # The export is planned after the extract, often after the run's end: the stream waits for it.
+    assert "RunFinished" in types and types[-1] == "DeliverySucceeded", types
+    assert types.count("DeliveryPlanned") == 1, types
