@@ -19,7 +19,9 @@ from maestro.adapters.postgres import LeaderLock
 from maestro.events.config import ConfigNotApplied
 from maestro.events.model import Metadata
 from maestro.events.store import ANY_VERSION
+from maestro.handlers.notify.exports import ExportContext, ExportPolicy
 from maestro.handlers.notify.wiring import Notify, build_notify
+from maestro.handlers.transfers.db_export import ExportLimits
 from maestro.handlers.runs.imports import ImportContext
 from maestro.handlers.runs.runner import Runner, RunnerConfig
 from maestro.handlers.runs.scheduler import Scheduler
@@ -225,7 +227,9 @@ async def _connect(runtime: Runtime, stack: localstack.LocalStack | None) -> _Co
     section = config.get("bigquery") if config is not None else None
     key = config.secret("bigquery", "service_account_json") if section is not None else None
     if section is not None and section.project and key:
-        client, gcs, signer = google.clients_from_info(json.loads(key), section.project, section.location)
+        client, gcs, signer = google.clients_from_info(
+            json.loads(key), section.project, section.location,
+            bigquery_endpoint=settings.bigquery_endpoint, storage_endpoint=settings.storage_endpoint)
         return _Connection(client, gcs, signer, section.project, section.bucket or settings.gcs_bucket,
                            section.location, f"google:{section.project}", stack)
     if settings.google_project is not None:
@@ -285,6 +289,10 @@ async def start_services(runtime: Runtime, *, stack: localstack.LocalStack | Non
             runtime.store, runtime.health, runtime.config_service.box, settings,
             storage=lambda: (services.storage, services.signer),
             schema=lambda table: table_schema(services.bigquery.client, table),
+            exports=ExportContext(
+                config=lambda: runtime.config, bigquery=lambda: services.bigquery.client,
+                storage=lambda: services.storage, policy=ExportPolicy.from_settings(settings),
+                limits=ExportLimits.from_settings(settings), sheets_endpoint=settings.sheets_endpoint),
         )
     runtime.bigquery = jobs
     runtime.services = services

@@ -71,6 +71,21 @@ class Settings(BaseSettings):
     export_max_bytes: int = Field(
         default=10 * 1024**3, gt=0, description="database exports: the extract files' size (as stored), at most"
     )
+    export_timeout: float = Field(
+        default=3600.0, gt=0, description="Sheets and database exports: seconds one attempt may take"
+    )
+    export_retry_initial: float = Field(
+        default=30.0, gt=0, description="Sheets and database exports: seconds before the first retry (then doubling)"
+    )
+    export_retry_max_delay: float = Field(default=1800.0, gt=0, description="exports: seconds between retries, at most")
+    export_retry_window: float = Field(
+        default=12 * 3600.0, gt=0, description="exports: seconds after the job that retries may still start"
+    )
+    # Google's APIs elsewhere than googleapis.com (a Private Service Connect endpoint; the tests'
+    # local servers). Used with the BigQuery section's service account.
+    bigquery_endpoint: str | None = Field(default=None, description="BigQuery API endpoint (default Google's)")
+    storage_endpoint: str | None = Field(default=None, description="Cloud Storage API endpoint (default Google's)")
+    sheets_endpoint: str | None = Field(default=None, description="Sheets and Drive API endpoint (default Google's)")
     scheduler_tick: float = Field(default=1.0, gt=0, description="seconds between scheduler ticks")
     signed_url_lifetime: int = Field(default=4 * 3600, gt=0, le=7 * 86400, description="seconds")
     upload_url_lifetime: int = Field(

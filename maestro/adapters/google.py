@@ -7,17 +7,24 @@ import json
 from pathlib import Path
 from typing import Any
 
+from google.api_core.client_options import ClientOptions
 from google.api_core.exceptions import Conflict
 from google.cloud import bigquery, storage
 from google.oauth2 import service_account
 
 
-def clients_from_info(info: dict[str, Any], project: str, location: str | None) -> tuple[Any, Any, Any]:
-    """(BigQuery client, Storage client, signing credentials) from a service account's JSON key."""
+def clients_from_info(
+    info: dict[str, Any], project: str, location: str | None, *,
+    bigquery_endpoint: str | None = None, storage_endpoint: str | None = None,
+) -> tuple[Any, Any, Any]:
+    """(BigQuery client, Storage client, signing credentials) from a service account's JSON key;
+    the endpoints, when given, replace Google's (a private endpoint; the tests' local servers)."""
     creds = service_account.Credentials.from_service_account_info(info)
     return (
-        bigquery.Client(project=project, credentials=creds, location=location),
-        storage.Client(project=project, credentials=creds),
+        bigquery.Client(project=project, credentials=creds, location=location,
+                        client_options=ClientOptions(api_endpoint=bigquery_endpoint) if bigquery_endpoint else None),
+        storage.Client(project=project, credentials=creds,
+                       client_options=ClientOptions(api_endpoint=storage_endpoint) if storage_endpoint else None),
         creds,
     )
 

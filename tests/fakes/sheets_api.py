@@ -117,6 +117,9 @@ class FakeGoogle:
         self.fail_next: list[int] = []
         # (method, path, ordinal of this request) -> a status to answer instead, or None.
         self.fail_when: Any = None
+        # async (method, path) -> None, awaited before each API request is handled: a test holds a
+        # request here (the crash tests kill Maestro while its request is on the wire).
+        self.before: Any = None
         self._calls: dict[tuple[str, str], deque[float]] = {}
         self._runner: web.AppRunner | None = None
         self.base_url = ""
@@ -169,6 +172,8 @@ class FakeGoogle:
         api = request.path != "/token"
         if api:
             self.requests.append((request.method, request.path))
+            if self.before is not None:
+                await self.before(request.method, request.path)
         try:
             response = await handler(request)
         except ApiError as exc:

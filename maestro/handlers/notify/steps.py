@@ -1,5 +1,5 @@
-"""A run's steps after its tables' jobs: each delivery of the run (a completion callback today;
-Sheets and database exports the same way) as a step of its table, with its own state and error.
+"""A run's steps after its tables' jobs: each delivery of the run (a completion callback, a
+Sheets or database export) as a step of its table, with its own state and error.
 
 A failed step is the table's step failing, not the table's job nor the run: the tables that do
 not depend on it are untouched (deliveries never gate a run), and the run's status says what its
@@ -35,15 +35,24 @@ async def run_steps(pool: Any, run_id: str) -> dict[str, list[dict[str, Any]]]:
 
 
 async def open_steps(pool: Any, run_id: str) -> int:
-    """Steps of the run still to end: deliveries not yet succeeded or failed, and callbacks due
-    (an extract of the run succeeded for a table with a ``notify_url``) but not planned yet — the
-    reactor plans them a moment after the extract, possibly after the run's end."""
+    """Steps of the run still to end: deliveries not yet succeeded or failed, and callbacks and
+    exports due (an extract of the run succeeded for a table with a ``notify_url`` or a
+    ``db_export``, a query for a table with a ``sheets_export``) but not planned yet — the
+    reactors plan them a moment after the job, possibly after the run's end. An export counts as
+    due for ten minutes after its job (the table's settings are today's: one given an export
+    after an old run must not keep that run's stream open for ever)."""
     return await pool.fetchval(
         "SELECT (SELECT count(*) FROM deliveries WHERE run_id = $1 AND state IN ('pending', 'retrying')) + "
         "(SELECT count(*) FROM jobs j JOIN run_tables rt ON rt.run_id = j.run_id AND rt.table_id = j.table_id "
         " WHERE j.run_id = $1 AND j.kind = 'extract' AND j.state = 'succeeded' "
         " AND rt.extract->>'notify_url' IS NOT NULL "
-        " AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.job_id = j.job_id AND d.kind = 'callback'))",
+        " AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.job_id = j.job_id AND d.kind = 'callback')) + "
+        "(SELECT count(*) FROM jobs j JOIN catalog_tables c ON c.table_id = j.table_id "
+        " CROSS JOIN LATERAL (VALUES ('sheets', 'query', 'sheets_export'), ('db_export', 'extract', 'db_export')) "
+        "   AS k(kind, job_kind, setting) "
+        " WHERE j.run_id = $1 AND j.kind = k.job_kind AND j.state = 'succeeded' AND NOT c.deleted "
+        " AND jsonb_typeof(c.spec -> k.setting) = 'object' AND j.finished_at > now() - interval '10 minutes' "
+        " AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.job_id = j.job_id AND d.kind = k.kind))",
         run_id,
     )
 

@@ -21,6 +21,8 @@ from maestro.health import Health
 from maestro.handlers.notify.callbacks import CallbackPolicy, CallbackReactor, CallbackSender
 from maestro.handlers.notify.dispatcher import Dispatcher
 from maestro.handlers.notify.endpoints import Endpoints
+from maestro.handlers.notify.export_setup import add_exports
+from maestro.handlers.notify.exports import ExportContext
 from maestro.handlers.notify.reactor import ReactorHost
 from maestro.settings import Settings
 
@@ -54,13 +56,16 @@ class Notify:
 def build_notify(
     store: EventStore, health: Health, box: SecretBox, settings: Settings, *,
     storage: Callable[[], tuple[Any, Any]], schema: Callable[[str], Awaitable[list[dict[str, Any]]]],
+    exports: ExportContext | None = None,
 ) -> Notify:
     """``storage``: () -> (Cloud Storage client, URL signer) as configured now; ``schema``: a
-    BigQuery table's schema by name."""
+    BigQuery table's schema by name; ``exports``: what Sheets and database exports use."""
     policy = callback_policy(settings)
     endpoints = Endpoints(store, box)
     client = WebhookClient(parse_networks(settings.callback_allowed_networks))
     dispatcher = Dispatcher(store)
     dispatcher.add_sender(CallbackSender(endpoints, client, policy, storage, schema))
     host = ReactorHost(store, health, [dispatcher, CallbackReactor(store, endpoints, policy)])
+    if exports is not None:
+        add_exports(host, dispatcher, store, exports)
     return Notify(host, dispatcher, endpoints, client)
