@@ -129,9 +129,10 @@ async function submit(form, event) {
   const button = form.querySelector("[type=submit]");
   if (button) button.disabled = true;
   try {
-    const { ok, data } = await api(form.dataset.method || "POST", form.dataset.path, payload);
+    // getAttribute, not form.dataset: a form's named fields shadow its properties (a field "dataset").
+    const { ok, data } = await api(form.getAttribute("data-method") || "POST", form.getAttribute("data-path"), payload);
     if (!ok) { showError(form, (data && data.error) || { code: "error", message: "the request failed" }); return; }
-    done(form.dataset.then, data, form);
+    done(form.getAttribute("data-then"), data, form);
   } catch (exc) {
     mark(form, slotFor(form, null), `could not reach Maestro: ${exc.message}`);
   } finally {
