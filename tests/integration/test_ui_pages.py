@@ -15,6 +15,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from people import TESTS, bearer, user_token
 
 from maestro.events.catalog import FrequencySpec, TableSpec
+from maestro.events.runs import JobConfig, JobPlanned, JobStatistics, JobSucceeded
+from maestro.events.store import NO_STREAM
 from maestro.handlers.people.login_links import LoginLinks
 from maestro.http.app import create_app
 
@@ -33,23 +35,40 @@ async def ui(runtime):
     child = await runtime.catalog.create_table(
         TableSpec(dataset="ds", name="child", query="SELECT x FROM ds.parent", group_id=group.group_id), TESTS)
     await runtime.catalog.update_table(child.table_id, {"description": "the child <b>table</b>"}, TESTS)
+    run_id = await runtime.runs.plan_table(parent.table_id, descendants=False, actor=TESTS)
+    stats = JobStatistics(total_bytes_billed=2**40, total_bytes_processed=2**40, total_slot_ms=10,
+                          ended=dt.datetime.now(dt.timezone.utc))
+    await runtime.store.append("job-billed", NO_STREAM, [
+        JobPlanned(job_id="billed", run_id=run_id, table_id=parent.table_id, config=JobConfig(project="p", query="SELECT 1"),
+                   group_id=group.group_id),
+        JobSucceeded(job_id="billed", run_id=run_id, table_id=parent.table_id, statistics=stats)], TESTS)
+    await runtime.projections.catch_up("costs")
     admin = await user_token(runtime, "root", admin=True)
     plain = await user_token(runtime, "paul", groups=(group.group_id,))
     app = create_app(runtime.settings, runtime=runtime)
     async with TestClient(TestServer(app)) as client:
         yield {"client": client, "admin": admin, "plain": plain, "parent": parent.table_id, "child": child.table_id,
-               "runtime": runtime}
+               "runtime": runtime, "run": run_id}
 
 
 async def test_every_page_renders_for_an_administrator(ui) -> None:
     client = ui["client"]
-    pages = [*PAGES, f"/tables/{ui['parent']}", f"/tables/{ui['child']}", f"/tables?q=child&kind=summary&sort=-updated"]
+    pages = [*PAGES, f"/runs/{ui['run']}", "/runs?status=running", f"/tables/{ui['parent']}", f"/tables/{ui['child']}", f"/tables?q=child&kind=summary&sort=-updated"]
     for path in pages:
         resp = await client.get(path, headers={**HTML, **bearer(ui["admin"])})
         text = await resp.text()
         assert resp.status == 200, (path, resp.status, text[:500])
         assert resp.content_type == "text/html" and "<h1>" in text and "Traceback" not in text
         assert "script-src 'self'" in resp.headers["Content-Security-Policy"]
+
+
+async def test_runs_show_their_cost(ui) -> None:
+    headers = {**HTML, **bearer(ui["admin"])}
+    price = ui["runtime"].config.price_per_tib
+    runs = await (await ui["client"].get("/runs", headers=headers)).text()
+    assert f'data-run-id="{ui["run"]}"' in runs and f"${price:,.2f}" in runs
+    run = await (await ui["client"].get(f"/runs/{ui['run']}", headers=headers)).text()
+    assert "<svg class=\"dag\"" in run and f"${price:,.2f}" in run and "1.0 TiB" in run
 
 
 async def test_a_table_page_escapes_what_users_wrote(ui) -> None:

@@ -35,7 +35,7 @@ class RunFilters(BaseModel):
 LIST_SQL = f"""
 SELECT r.run_id, r.frequency_id, f.name AS frequency, r.trigger, r.status, r.planned_at, r.finished_at,
        r.cancel_requested, r.counts::text AS counts, r.reason,
-       (SELECT COALESCE(sum(c.bytes_billed), 0) FROM cost_jobs c WHERE c.run_id = r.run_id) AS billed,
+       (SELECT COALESCE(sum(c.bytes_billed), 0)::bigint FROM cost_jobs c WHERE c.run_id = r.run_id) AS billed,
        count(*) OVER () AS total
 FROM runs r LEFT JOIN catalog_frequencies f USING (frequency_id)
 WHERE ($1::text IS NULL OR r.status = $1) AND ($2::text IS NULL OR r.frequency_id = $2)
