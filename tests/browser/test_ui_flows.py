@@ -67,8 +67,12 @@ async def test_log_in_with_a_link_create_a_table_with_an_error_fix_it_and_watch_
     await _mark(page)
     status = page.locator("[data-run-status]")
     await expect(status).to_have_text("succeeded", timeout=60_000)
-    assert await _not_reloaded(page)
     await expect(page.locator("svg.dag g.node")).to_have_class(re.compile("state-succeeded"))
+    # At its end the run's timeline and jobs are drawn again in place, still without a reload.
+    await expect(page.locator("svg.gantt rect.bar")).to_have_count(1)
+    await expect(page.get_by_role("button", name="Cancel")).to_be_hidden()
+    await expect(page.get_by_role("button", name="Retry what failed")).to_be_hidden()
+    assert await _not_reloaded(page)
     await site.shot(page, "run")
 
 

@@ -53,7 +53,7 @@ async def ui(runtime):
 
 async def test_every_page_renders_for_an_administrator(ui) -> None:
     client = ui["client"]
-    pages = [*PAGES, f"/runs/{ui['run']}", "/runs?status=running", f"/tables/{ui['parent']}", f"/tables/{ui['child']}", f"/tables?q=child&kind=summary&sort=-updated"]
+    pages = [*PAGES, f"/runs/{ui['run']}", "/runs?status=running", f"/tables/{ui['parent']}", f"/tables/{ui['child']}", "/tables?q=child&kind=summary&sort=-updated"]
     for path in pages:
         resp = await client.get(path, headers={**HTML, **bearer(ui["admin"])})
         text = await resp.text()

@@ -24,7 +24,9 @@ TIB = 1024**4
 
 
 def _bytes(n: int | None) -> str:
-    """>>> [_bytes(v) for v in (None, 0, 1536, 5 * 1024**3)]
+    """Bytes for people.
+
+    >>> [_bytes(v) for v in (None, 0, 1536, 5 * 1024**3)]
     ['-', '0 B', '1.5 KiB', '5.0 GiB']
     """
     if n is None:

@@ -47,23 +47,27 @@ _STATUS = (
     "FROM jobs j WHERE j.table_id = t.table_id ORDER BY j.planned_at DESC LIMIT 1), 'never run')"
 )
 
+# The page first, then each shown table's status (unless filtering on it): beside the window
+# count, the status subquery would run for every row up to the offset.
 LIST_SQL = f"""
-SELECT t.table_id, t.dataset, t.name, t.kind, t.deleted, t.updated_at, t.updated_by,
-       t.spec->>'description' AS description, t.spec->>'group_id' AS group_id,
-       t.spec->>'owner_id' AS owner_id, t.spec->>'frequency_id' AS frequency_id,
-       t.spec->>'write_disposition' AS write_disposition,
-       {_STATUS} AS status, count(*) OVER () AS total
-FROM catalog_tables t
-WHERE t.deleted = $1
-  AND ($2::text IS NULL OR t.kind = $2)
-  AND ($3::text IS NULL OR t.dataset = $3)
-  AND ($4::text IS NULL OR t.spec->>'group_id' = $4)
-  AND ($5::text IS NULL OR t.spec->>'frequency_id' = $5)
-  AND ($6::text IS NULL OR t.spec->>'owner_id' = $6)
-  AND ($7::text IS NULL OR t.name ILIKE $7 OR t.spec->>'description' ILIKE $7 OR t.spec->>'query' ILIKE $7)
-  AND ($8::text IS NULL OR {_STATUS} = $8)
-ORDER BY {{order}}
-OFFSET $9 LIMIT {PAGE}
+WITH page AS (
+  SELECT t.table_id, t.dataset, t.name, t.kind, t.deleted, t.updated_at, t.updated_by,
+         t.spec->>'description' AS description, t.spec->>'group_id' AS group_id,
+         t.spec->>'owner_id' AS owner_id, t.spec->>'frequency_id' AS frequency_id,
+         t.spec->>'write_disposition' AS write_disposition, t.created_at, count(*) OVER () AS total
+  FROM catalog_tables t
+  WHERE t.deleted = $1
+    AND ($2::text IS NULL OR t.kind = $2)
+    AND ($3::text IS NULL OR t.dataset = $3)
+    AND ($4::text IS NULL OR t.spec->>'group_id' = $4)
+    AND ($5::text IS NULL OR t.spec->>'frequency_id' = $5)
+    AND ($6::text IS NULL OR t.spec->>'owner_id' = $6)
+    AND ($7::text IS NULL OR t.name ILIKE $7 OR t.spec->>'description' ILIKE $7 OR t.spec->>'query' ILIKE $7)
+    AND ($8::text IS NULL OR {_STATUS} = $8)
+  ORDER BY {{order}}
+  OFFSET $9 LIMIT {PAGE}
+)
+SELECT t.*, {_STATUS} AS status FROM page t ORDER BY {{order}}
 """
 
 

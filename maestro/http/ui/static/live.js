@@ -25,8 +25,23 @@ function setState(el, state) {
   el.dataset.state = state;
 }
 
+const FINAL = new Set(["succeeded", "failed", "cancelled", "skipped"]);
+
+// Once a run has ended, its summary, timeline and jobs are read again as the server draws them
+// (a fetch of this page, parts swapped in place: no reload).
+async function redrawSections() {
+  const resp = await fetch(location.href, { headers: { Accept: "text/html" } });
+  if (!resp.ok) return;
+  const fresh = new DOMParser().parseFromString(await resp.text(), "text/html");
+  for (const el of document.querySelectorAll("[data-live-section]")) {
+    const next = fresh.querySelector(`[data-live-section="${el.dataset.liveSection}"]`);
+    if (next) el.replaceWith(document.importNode(next, true));
+  }
+}
+
 export function followRun(root) {
   const runId = root.dataset.runLive;
+  let redrawn = FINAL.has(root.querySelector("[data-run-status]")?.dataset.state);
   const refresh = coalesced(async () => {
     const resp = await fetch(`/api/v1/runs/${encodeURIComponent(runId)}`, { headers: { Accept: "application/json" } });
     if (!resp.ok) return;
@@ -45,6 +60,7 @@ export function followRun(root) {
     if (counts) counts.textContent = Object.entries(run.counts).map(([k, v]) => `${k}: ${v}`).join(", ") || "-";
     for (const b of document.querySelectorAll("[data-when-running]")) b.hidden = run.status !== "running" && run.status !== "queued";
     for (const b of document.querySelectorAll("[data-when-failed]")) b.hidden = run.status !== "failed" && run.status !== "cancelled";
+    if (FINAL.has(run.status) && !redrawn) { redrawn = true; await redrawSections(); }
   });
   const source = new EventSource(`/api/v1/runs/${encodeURIComponent(runId)}/events`);
   source.onmessage = refresh;
