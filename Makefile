@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # The local BigQuery + GCS stack (its own Python 3.13 environment; docs/local-stack.md).
 LOCALSTACK_STAMP := .venv-localbq/.setup-stamp
 
-.PHONY: run test test-fast bench schema lint clean setup localstack
+.PHONY: run test test-fast bench schema lint clean setup localstack chromium
 
 setup: $(STAMP)
 
@@ -21,14 +21,18 @@ localstack: $(LOCALSTACK_STAMP)
 $(LOCALSTACK_STAMP): scripts/setup-localstack.sh localstack/constraints-localbq.txt
 	bash scripts/setup-localstack.sh
 
+# Debian's Chromium for the browser tests (tests/browser), installed only when missing.
+chromium:
+	bash scripts/install-chromium.sh
+
 run: setup localstack
 	$(BIN)/maestro serve
 
-test: setup localstack
+test: setup localstack chromium
 	$(BIN)/pytest
 
 # Skips the slow torture/crash tests; `make test` runs everything.
-test-fast: setup localstack
+test-fast: setup localstack chromium
 	$(BIN)/pytest -m "not slow"
 
 bench: setup localstack
@@ -43,6 +47,7 @@ bench: setup localstack
 	$(BIN)/python -m bench.bench_import_e2e
 	$(BIN)/python -m bench.bench_db_export
 	$(BIN)/python -m bench.bench_callbacks
+	$(BIN)/python -m bench.bench_ui
 
 # Regenerate sql/schema.sql from the numbered migrations (tests fail until it matches).
 schema: setup

@@ -36,6 +36,17 @@ def serve(ctx: click.Context, **flags: Any) -> None:
 
     settings = command_settings(**flags)
     app = create_app(settings)
+
+    async def announce_login_link(app: web.Application) -> None:
+        # As Jupyter does: with no identity provider, the way into the UI is printed at start-up.
+        from maestro.http.ui.signin import local_login_link
+
+        link = await local_login_link(app)
+        if link is not None:
+            click.echo(f"\n    Open Maestro (a one-time login link for the bootstrap administrator, valid 15 minutes;"
+                       f"\n    `maestro login-link` makes another):\n\n    {link}\n", err=True)
+
+    app.on_startup.append(announce_login_link)
     try:
         web.run_app(
             app,
@@ -175,6 +186,43 @@ def token_create(
     token_id, secret = run(go)
     click.echo(secret)
     click.echo(f"token {token_id} for {user_id} ({'admin' if admin else 'user'}); store it now, it is not kept", err=True)
+
+
+@main.command("login-link")
+@database_options
+@click.option("--user", "user_id", default="bootstrap-admin", show_default=True, help="The user the link signs in.")
+@click.option("--minutes", type=click.IntRange(1, 24 * 60), default=15, show_default=True, help="How long the link works.")
+@click.pass_context
+def login_link(ctx: click.Context, user_id: str, minutes: int, **flags: Any) -> None:
+    """Print a one-time link that opens a browser session (local mode: no identity provider)."""
+    import datetime as dt
+    import getpass
+
+    from maestro.events import Metadata
+
+    settings = command_settings(**flags)
+
+    async def go() -> str:
+        from maestro.handlers.people.login_links import LoginLinks
+        from maestro.handlers.people.tokens import BOOTSTRAP_USER
+        from maestro.runtime import open_runtime
+
+        runtime = await open_runtime(settings, follow=False)
+        actor = Metadata(actor=f"cli:{getpass.getuser()}")
+        try:
+            if user_id == BOOTSTRAP_USER:  # a database from before users existed has none yet
+                await runtime.users.ensure_service_user(BOOTSTRAP_USER, "bootstrap admin", actor, admin=True)
+            # Whoever runs the CLI holds the database: the same trust as `maestro token create`.
+            links = LoginLinks(runtime.store, runtime.users, runtime.sessions)
+            token, _ = await links.create(user_id, actor, lifetime=dt.timedelta(minutes=minutes))
+            return token
+        finally:
+            await runtime.close()
+
+    from maestro.http.ui.signin import link_url
+
+    click.echo(link_url(settings.base_url, run(go)))
+    click.echo(f"a one-time login link for {user_id}, valid {minutes} minutes", err=True)
 
 
 from maestro.cli_catalog import apply_command, export_command  # noqa: E402

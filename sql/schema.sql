@@ -664,6 +664,12 @@ CREATE INDEX config_entries_section ON public.config_entries USING btree (sectio
 CREATE INDEX cost_jobs_day ON public.cost_jobs USING btree (day);
 
 --
+-- Name: cost_jobs_run; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX cost_jobs_run ON public.cost_jobs USING btree (run_id) INCLUDE (bytes_billed);
+
+--
 -- Name: deliveries_open; Type: INDEX; Schema: public; Owner: -
 --
 

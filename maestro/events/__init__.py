@@ -19,6 +19,7 @@ from maestro.events import config as _config  # noqa: E402,F401
 from maestro.events import deliveries as _deliveries  # noqa: E402,F401
 from maestro.events import exports as _exports  # noqa: E402,F401
 from maestro.events import imports as _imports  # noqa: E402,F401
+from maestro.events import login_links as _login_links  # noqa: E402,F401
 from maestro.events import runs as _runs  # noqa: E402,F401
 from maestro.events import digests as _digests  # noqa: E402,F401
 from maestro.events import users as _users  # noqa: E402,F401

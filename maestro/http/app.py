@@ -8,7 +8,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from maestro.http import catalog, config, datasets, deliveries, history, imports, loads, ops, runs
-from maestro.http import access, costs, login, people, slack
+from maestro.http import access, costs, login, people, slack, ui
 from maestro.http.auth import LIMITER, TRUSTED_PROXIES, auth_middleware
 from maestro.http.errors import error_middleware
 from maestro.http.forwarded import parse_networks
@@ -16,6 +16,7 @@ from maestro.http.keys import METRICS, RUNTIME, SETTINGS
 from maestro.http.metrics import Metrics
 from maestro.http.ratelimit import FailureLimiter
 from maestro.http.run_events import STREAM_SLOTS, StreamSlots
+from maestro.http.ui.errors import ui_error_middleware
 from maestro.http.validation import path_middleware
 from maestro.runtime import Runtime, open_runtime
 from maestro.settings import Settings
@@ -23,7 +24,7 @@ from maestro.settings import Settings
 
 def create_app(settings: Settings, *, runtime: Runtime | None = None) -> web.Application:
     """Build the application. With ``runtime`` given (tests), the caller owns its lifetime."""
-    app = web.Application(middlewares=[error_middleware, path_middleware, auth_middleware], client_max_size=settings.max_body_bytes)
+    app = web.Application(middlewares=[error_middleware, ui_error_middleware, path_middleware, auth_middleware], client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app[METRICS] = Metrics(CollectorRegistry(auto_describe=True))
     app[LIMITER] = FailureLimiter(settings.auth_failure_burst, settings.auth_failures_per_minute)
@@ -62,4 +63,5 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> web.App
     config.add_routes(app)
     slack.add_routes(app)
     deliveries.add_routes(app)
+    ui.add_routes(app)
     return app

@@ -123,8 +123,6 @@ def fold_table(events: Sequence[RecordedEvent]) -> TableView:
 
 
 def _unified(label: str, old: str, new: str) -> str:
-    return "".join(
-        difflib.unified_diff(
-            old.splitlines(keepends=True), new.splitlines(keepends=True), "before", f"version {label}"
-        )
-    )
+    # One line per line: with keepends, a last line without "\n" was glued to the next diff line.
+    lines = difflib.unified_diff(old.splitlines(), new.splitlines(), "before", f"version {label}", lineterm="")
+    return "".join(f"{line}\n" for line in lines)
