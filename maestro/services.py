@@ -284,6 +284,7 @@ async def start_services(runtime: Runtime, *, stack: localstack.LocalStack | Non
             runtime.store, runtime.health, runtime.config_service.box, settings,
             storage=lambda: (services.storage, services.signer),
             schema=lambda table: table_schema(services.bigquery.client, table),
+            config=runtime.config,
         )
     runtime.bigquery = jobs
     runtime.services = services

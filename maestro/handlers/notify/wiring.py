@@ -19,9 +19,13 @@ from maestro.adapters.webhooks import WebhookClient, parse_networks
 from maestro.events.store import EventStore
 from maestro.health import Health
 from maestro.handlers.notify.callbacks import CallbackPolicy, CallbackReactor, CallbackSender
+from maestro.handlers.notify.cost_digest import DigestScheduler
 from maestro.handlers.notify.dispatcher import Dispatcher
 from maestro.handlers.notify.endpoints import Endpoints
 from maestro.handlers.notify.reactor import ReactorHost
+from maestro.handlers.notify.slack_reactor import SlackNotifier
+from maestro.handlers.notify.slack_routing import SlackConnector
+from maestro.handlers.notify.slack_sender import SlackSender
 from maestro.settings import Settings
 
 
@@ -39,28 +43,38 @@ class Notify:
     dispatcher: Dispatcher
     endpoints: Endpoints
     client: WebhookClient
+    digests: DigestScheduler | None = None  # cost digests, compiled on the leader (docs/slack.md)
 
     def start(self) -> None:
         self.host.start()
+        if self.digests is not None:
+            self.digests.start()
 
     async def stop(self, why: str | None = None) -> None:
+        if self.digests is not None:
+            await self.digests.stop()
         await self.host.stop(why)
 
     async def close(self) -> None:
-        await self.host.stop()
+        await self.stop()
         await self.client.close()
 
 
 def build_notify(
     store: EventStore, health: Health, box: SecretBox, settings: Settings, *,
     storage: Callable[[], tuple[Any, Any]], schema: Callable[[str], Awaitable[list[dict[str, Any]]]],
+    config: Any = None,
 ) -> Notify:
     """``storage``: () -> (Cloud Storage client, URL signer) as configured now; ``schema``: a
-    BigQuery table's schema by name."""
+    BigQuery table's schema by name; ``config``: the live configuration (Slack, digests)."""
     policy = callback_policy(settings)
     endpoints = Endpoints(store, box)
     client = WebhookClient(parse_networks(settings.callback_allowed_networks))
     dispatcher = Dispatcher(store)
     dispatcher.add_sender(CallbackSender(endpoints, client, policy, storage, schema))
     host = ReactorHost(store, health, [dispatcher, CallbackReactor(store, endpoints, policy)])
-    return Notify(host, dispatcher, endpoints, client)
+    slack = SlackConnector(config).current
+    dispatcher.add_sender(SlackSender(store.pool, slack))
+    host.add(SlackNotifier(store, slack))
+    digests = DigestScheduler(store, config, health=health) if config is not None else None
+    return Notify(host, dispatcher, endpoints, client, digests)
