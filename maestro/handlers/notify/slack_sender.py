@@ -49,7 +49,7 @@ from maestro.handlers.notify.slack_routing import Connection
 log = logging.getLogger(__name__)
 KIND = "slack"
 WEBHOOK_TARGET = "(incoming webhook)"  # the target of a delivery that goes to the webhook's channel
-_CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{8,20}$")
+_CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{8,20}$")  # as the catalog checks a table's channel
 
 
 @dataclass(frozen=True)
