@@ -98,7 +98,8 @@ async def test_a_failing_run_posts_one_message_edited_as_it_fails_more_and_when_
             and "w1run.fine" not in m.text else None
 
     message = await until(says_both_failed, what="the run's message naming both failed tables")
-    assert message.edits >= 1  # first posted with one failure, edited as the second (and the end) came
+    # Posted with the first failure, then edited as the second and the end came (or, when the
+    # reactor got to the first event after all of them, posted once as the run is now).
     assert "First error" in message.text and "w1src" in message.text
     assert "https://maestro.example/runs/" in str(message.blocks)
 
@@ -107,6 +108,7 @@ async def test_a_failing_run_posts_one_message_edited_as_it_fails_more_and_when_
     assert (await finished(client, run_id))["status"] == "succeeded"
     await until(lambda: "recovered after a retry" in message.text, what="the edit saying the run recovered")
     assert len(run_messages(slack, "#alerts", run_id)) == 1  # one message for the run, all along
+    assert message.edits >= 1
     # Every edit is a delivery of its own, succeeded, with the message's ts in its response.
     rows = [r for r in await slack_deliveries(services.runtime) if r["target"] == "#alerts"]
     assert rows and all(r["state"] == "succeeded" for r in rows)
@@ -228,3 +230,18 @@ async def test_the_run_message_ts_is_kept_in_the_delivery(client, services, slac
     [succeeded] = [r.event for r in await runtime.store.read(f"delivery-{row['delivery_id']}")
                    if isinstance(r.event, DeliverySucceeded)]
     assert succeeded.response == {"channel": "C0ALERTS", "ts": message[0].ts, "edited": False}
+
+
+async def test_a_callback_that_gave_up_is_said_in_the_tables_channel(client, services, slack, runtime) -> None:
+    from maestro.events.deliveries import DeliveryFailed, DeliveryPlanned, RetrySchedule
+
+    t = await table(client, "w1cb", "hooked", "SELECT 1 AS x", slack_channel="#data-eng")
+    schedule = RetrySchedule(initial=1, max_delay=1, deadline=dt.datetime.now(dt.timezone.utc), timeout=1)
+    # What the dispatcher records when a callback's retries run out.
+    await runtime.store.append("delivery-dlv_w1gaveup", NO_STREAM, [
+        DeliveryPlanned(delivery_id="dlv_w1gaveup", kind="callback", table_id=t, run_id="r-w1", target="https://x.example/h",
+                        schedule=schedule, caused_by="job-x@2"),
+        DeliveryFailed(delivery_id="dlv_w1gaveup", table_id=t, run_id="r-w1", reason="exhausted", exhausted=True,
+                       message="12 attempts failed until the deadline; the last: HTTP 503")], ME)
+    [m] = await until(lambda: [m for m in slack.in_channel("#data-eng") if "callback" in m.text], what="the notice")
+    assert m.text.startswith("The completion callback of w1cb.hooked failed after every retry: 12 attempts")
