@@ -48,6 +48,7 @@ bench: setup localstack
 	$(BIN)/python -m bench.bench_db_export
 	$(BIN)/python -m bench.bench_callbacks
 	$(BIN)/python -m bench.bench_ui
+	$(BIN)/python -m bench.bench_slack
 
 # Regenerate sql/schema.sql from the numbered migrations (tests fail until it matches).
 schema: setup

@@ -293,6 +293,7 @@ async def start_services(runtime: Runtime, *, stack: localstack.LocalStack | Non
                 config=lambda: runtime.config, bigquery=lambda: services.bigquery.client,
                 storage=lambda: services.storage, policy=ExportPolicy.from_settings(settings),
                 limits=ExportLimits.from_settings(settings), sheets_endpoint=settings.sheets_endpoint),
+            config=runtime.config,
         )
     runtime.bigquery = jobs
     runtime.services = services

@@ -13,7 +13,12 @@ docs.slack.dev/messaging/sending-messages-using-incoming-webhooks):
 - Incoming webhook: ``POST /services/<T>/<B>/<secret>`` with a JSON body; ``ok`` as text, or the
   error as text with 400 (``invalid_payload``, ``no_text``), 404 (``no_service``), 410
   (``channel_is_archived``) or 429 (with ``Retry-After``).
-- ``fail_next(method, error, status)`` makes the next calls of a method fail (switchable failures).
+- ``conversations.history`` (GET or POST): the channel's messages newest first, since ``oldest``,
+  with their ``metadata`` when ``include_all_metadata`` is true; ``missing_scope`` when the token
+  lacks ``channels:history`` (``history_scope=False``).
+- ``fail_next(method, error, status)`` makes the next calls of a method fail (switchable failures);
+  ``hold_answer(method, seconds)`` does the next call and then holds its answer (a client killed
+  meanwhile never learns that the message was posted).
 
     async with SlackFake(token="xoxb-test") as slack:
         slack.api_url      # http://127.0.0.1:<port>/api/
@@ -23,6 +28,7 @@ docs.slack.dev/messaging/sending-messages-using-incoming-webhooks):
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import math
@@ -44,6 +50,7 @@ class Message:
     username: str | None = None
     via: str = "api"  # "api" or "webhook"
     edits: int = 0
+    metadata: dict[str, Any] | None = None  # message metadata (event_type, event_payload)
 
 
 @dataclass
@@ -65,12 +72,16 @@ class SlackFake:
     messages: list[Message] = field(default_factory=list)
     calls: list[tuple[str, int, str]] = field(default_factory=list)  # (method, status, error or "ok")
     archived: bool = False  # the webhook's channel was archived: 410
+    history_scope: bool = True  # the token has channels:history (conversations.history)
+    received: list[float] = field(default_factory=list)  # monotonic arrival of each message call
 
     def __post_init__(self) -> None:
         self._secret = secrets.token_hex(12)
         self._failures: dict[str, list[_Failure]] = {}
         self._last: dict[str, float] = {}
         self._ts = itertools.count(1)
+        self._holds: dict[str, list[float]] = {}
+        self.arrived = asyncio.Event()  # set when a held call has been done (its answer waits)
         self._runner: web.AppRunner | None = None
         self.base = ""
 
@@ -79,6 +90,10 @@ class SlackFake:
                   retry_after: int | None = None) -> None:
         """The next ``count`` calls of ``method`` ("chat.postMessage", "webhook", ...) fail so."""
         self._failures.setdefault(method, []).append(_Failure(error, status, count, retry_after))
+
+    def hold_answer(self, method: str, seconds: float) -> None:
+        """The next call of ``method`` is done (the message posted), then answered ``seconds`` later."""
+        self._holds.setdefault(method, []).append(seconds)
 
     @property
     def api_url(self) -> str:
@@ -96,6 +111,7 @@ class SlackFake:
     async def __aenter__(self) -> SlackFake:
         app = web.Application()
         app.router.add_post("/api/{method}", self._api)
+        app.router.add_get("/api/{method}", self._api)
         app.router.add_post("/services/{team}/{bot}/{secret}", self._webhook)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
@@ -139,6 +155,8 @@ class SlackFake:
 
     @staticmethod
     async def _params(request: web.Request) -> dict[str, Any]:
+        if request.method == "GET":
+            return dict(request.query)
         raw = await request.text()
         if request.content_type == "application/json":
             try:
@@ -166,6 +184,8 @@ class SlackFake:
             return self._answer(method, {"ok": False, "error": failure.error}, status=failure.status, headers=headers)
         if method == "auth.test":
             return self._answer(method, {"ok": True, "team": "Test", "user": "maestro", "bot_id": "B0"})
+        if method == "conversations.history":
+            return self._history(params)
         if method not in ("chat.postMessage", "chat.update"):
             return self._answer(method, {"ok": False, "error": "unknown_method"}, status=404)
         name = str(params.get("channel") or "").lstrip("#")
@@ -184,10 +204,32 @@ class SlackFake:
         if (wait := self._throttled(channel)) is not None:
             return self._answer(method, {"ok": False, "error": "ratelimited"}, status=429,
                                 headers={"Retry-After": str(wait)})
-        message = Message(channel, self._new_ts(), text, blocks, params.get("username"))
+        metadata = params.get("metadata")
+        if isinstance(metadata, str):
+            metadata = json.loads(metadata)
+        message = Message(channel, self._new_ts(), text, blocks, params.get("username"), metadata=metadata)
         self.messages.append(message)
+        self.received.append(time.monotonic())
+        if self._holds.get(method):
+            self.arrived.set()
+            await asyncio.sleep(self._holds[method].pop(0))
         return self._answer(method, {"ok": True, "channel": channel, "ts": message.ts,
                                      "message": {"text": text, "ts": message.ts}})
+
+    def _history(self, params: dict[str, Any]) -> web.Response:
+        method = "conversations.history"
+        if not self.history_scope:
+            return self._answer(method, {"ok": False, "error": "missing_scope", "needed": "channels:history"})
+        channel = str(params.get("channel") or "")
+        if channel not in self.channels.values():
+            return self._answer(method, {"ok": False, "error": "channel_not_found"})
+        oldest = float(params.get("oldest") or 0)
+        with_meta = str(params.get("include_all_metadata")).lower() in ("true", "1")
+        found = [m for m in reversed(self.messages) if m.channel == channel and float(m.ts) >= oldest]
+        limit = int(params.get("limit") or 100)
+        out = [{"type": "message", "ts": m.ts, "text": m.text,
+                **({"metadata": m.metadata} if with_meta and m.metadata else {})} for m in found[:limit]]
+        return self._answer(method, {"ok": True, "messages": out, "has_more": len(found) > limit})
 
     # ------------------------------------------------------------------ incoming webhook
     def _hook_answer(self, status: int, text: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -214,6 +256,7 @@ class SlackFake:
         if (wait := self._throttled(channel)) is not None:
             return self._hook_answer(429, "rate_limited", {"Retry-After": str(wait)})
         # The webhook's channel, whatever the payload says: a webhook cannot post elsewhere.
+        self.received.append(time.monotonic())
         self.messages.append(Message(channel, self._new_ts(), str(payload.get("text") or ""),
                                      payload.get("blocks") or [], via="webhook"))
         return self._hook_answer(200, "ok")

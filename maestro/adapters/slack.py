@@ -25,7 +25,7 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from maestro.errors import SlackError
 
-__all__ = ["BotPoster", "Posted", "SlackPoster", "WebhookPoster"]
+__all__ = ["METADATA_EVENT", "BotPoster", "Posted", "SlackPoster", "WebhookPoster"]
 
 # Slack's errors that a later attempt of the very same call may get past (docs.slack.dev/reference
 # /methods/chat.postMessage "Errors"); everything else (invalid_auth, channel_not_found,
@@ -34,6 +34,7 @@ _RETRYABLE = {"ratelimited", "rate_limited", "service_unavailable", "internal_er
               "request_timeout", "team_added_to_org", "rollup_error"}
 _HTTP_RETRYABLE = {408, 429, 500, 502, 503, 504}
 BlockList = list[dict[str, Any]]
+METADATA_EVENT = "maestro_delivery"  # the event_type of the metadata Maestro puts on its messages
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +49,7 @@ class Posted:
 class SlackPoster(Protocol):
     can_update: bool
 
-    async def post(self, channel: str, text: str, blocks: BlockList) -> Posted: ...
+    async def post(self, channel: str, text: str, blocks: BlockList, *, delivery_id: str | None = None) -> Posted: ...
 
     async def update(self, channel: str, ts: str, text: str, blocks: BlockList) -> Posted: ...
 
@@ -102,10 +103,40 @@ class BotPoster:
         data = response.data if isinstance(response.data, dict) else {}
         return Posted(str(data.get("channel") or params.get("channel") or ""), data.get("ts"))
 
-    async def post(self, channel: str, text: str, blocks: BlockList) -> Posted:
-        extra = {"username": self._username} if self._username else {}
+    async def post(self, channel: str, text: str, blocks: BlockList, *, delivery_id: str | None = None) -> Posted:
+        extra: dict[str, Any] = {"username": self._username} if self._username else {}
+        if delivery_id:
+            # Message metadata names the delivery, so a message posted just before a crash can be
+            # found again (find_posted) instead of being posted a second time.
+            extra["metadata"] = {"event_type": METADATA_EVENT, "event_payload": {"delivery_id": delivery_id}}
         return await self._call("chat.postMessage", "chat.postMessage", channel=channel, text=text,
                                 blocks=blocks, unfurl_links=False, **extra)
+
+    async def find_posted(self, channel: str, oldest: float, delivery_id: str) -> Posted | None:
+        """The message ``delivery_id`` was posted as in ``channel`` (an id) since ``oldest``, if
+        any: ``conversations.history`` with the messages' metadata (scope ``channels:history``,
+        ``groups:history`` for private channels). Raises :class:`SlackError` when Slack refuses."""
+        cursor = None
+        for _ in range(10):  # 10 pages of 200: far more than a channel gets in a crash's time
+            try:
+                response = await self._client.conversations_history(
+                    channel=channel, oldest=f"{oldest:.6f}", limit=200, include_all_metadata=True, cursor=cursor)
+            except SlackApiError as exc:
+                data = exc.response.data if isinstance(exc.response.data, dict) else {}
+                raise _refusal(exc.response.status_code, str(data.get("error") or "unknown_error"),
+                               exc.response.headers, "conversations.history") from exc
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+                raise _unreachable(exc, "conversations.history") from exc
+            data = response.data if isinstance(response.data, dict) else {}
+            for m in data.get("messages") or []:
+                meta = m.get("metadata") or {}
+                if meta.get("event_type") == METADATA_EVENT and (meta.get("event_payload") or {}).get(
+                        "delivery_id") == delivery_id:
+                    return Posted(channel, m.get("ts"))
+            cursor = (data.get("response_metadata") or {}).get("next_cursor")
+            if not data.get("has_more") or not cursor:
+                return None
+        return None
 
     async def update(self, channel: str, ts: str, text: str, blocks: BlockList) -> Posted:
         return await self._call("chat.update", "chat.update", channel=channel, ts=ts, text=text, blocks=blocks)
@@ -119,7 +150,7 @@ class WebhookPoster:
     def __init__(self, url: str, *, timeout: int = 10) -> None:
         self._client = AsyncWebhookClient(url, timeout=timeout, retry_handlers=[])
 
-    async def post(self, channel: str, text: str, blocks: BlockList) -> Posted:
+    async def post(self, channel: str, text: str, blocks: BlockList, *, delivery_id: str | None = None) -> Posted:
         try:
             # The channel is the webhook's own: Slack ignores one named in the payload.
             response = await self._client.send(text=text, blocks=blocks, unfurl_links=False)

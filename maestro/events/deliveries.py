@@ -79,6 +79,9 @@ class DeliverySucceeded(Event):
     chain: int = 1
     attempt: int
     status_code: int | None = None
+    # What the receiver answered that a later delivery needs (Slack: the message's channel and
+    # ``ts``, so the run's message is edited instead of posted again). Never a secret.
+    response: dict[str, Any] | None = None
 
 
 class DeliveryFailed(Event):

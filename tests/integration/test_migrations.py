@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from pathlib import Path
 
 import asyncpg
@@ -51,11 +52,12 @@ async def test_migrating_from_zero_equals_schema_sql(fresh_database, pg_admin_ds
 
     from conftest import _with_database
 
+    name = f"maestro_schema_sql_{uuid.uuid4().hex[:8]}"  # two suites may share the server
     admin = await asyncpg.connect(pg_admin_dsn)
-    await admin.execute('CREATE DATABASE "maestro_schema_sql"')
+    await admin.execute(f'CREATE DATABASE "{name}"')
     await admin.close()
     try:
-        schema_dsn = _with_database(pg_admin_dsn, "maestro_schema_sql")
+        schema_dsn = _with_database(pg_admin_dsn, name)
         conn = await asyncpg.connect(schema_dsn)
         await conn.execute(SCHEMA_SQL.read_text())
         await conn.close()
@@ -67,7 +69,7 @@ async def test_migrating_from_zero_equals_schema_sql(fresh_database, pg_admin_ds
         assert migrated["columns"], "nothing was compared"
     finally:
         admin = await asyncpg.connect(pg_admin_dsn)
-        await admin.execute('DROP DATABASE "maestro_schema_sql" WITH (FORCE)')
+        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
         await admin.close()
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from maestro.events.deliveries import (
     DeliveryAttempted,
@@ -74,7 +74,8 @@ class Outcome:
     ``attempted``: something was sent (an attempt event is recorded); False: the sender decided
     not to send (the endpoint is disabled, the destination is refused), which ends the delivery.
     ``ok``: it worked. Otherwise ``retryable`` says whether the schedule goes on, ``reason`` why it
-    ends when it does not, and ``retry_after`` how long the receiver asked us to wait.
+    ends when it does not, and ``retry_after`` how long the receiver asked us to wait. ``defer``:
+    the sender chose not to try yet (nothing is recorded, the delivery is looked at again later).
     """
 
     attempted: bool = True
@@ -85,6 +86,11 @@ class Outcome:
     retry_after: float | None = None
     reason: FailureReason = "rejected"
     duration_ms: int = 0
+    # ok: what the receiver answered that is worth keeping (DeliverySucceeded.response).
+    response: dict[str, Any] | None = None
+    # Not now: nothing was sent nor is recorded; look at the delivery again in this many seconds
+    # (a sender that keeps an order or a pace of its own, such as Slack's queue per channel).
+    defer: float | None = None
 
 
 class Sender(Protocol):

@@ -160,6 +160,8 @@ class Dispatcher(Reactor):
                 log.exception("delivery sender failed", extra={"delivery_id": delivery_id})
                 outcome = Outcome(error=f"{type(exc).__name__}: {exc}"[:300], retryable=True)
         decided = self.clock()
+        if outcome.defer is not None:  # not tried: no event, look again then
+            return decided + dt.timedelta(seconds=max(0.0, outcome.defer))
         events, again = self._decide(state, outcome, decided)
         meta = Metadata(actor=ACTOR, correlation_id=state.planned.metadata.correlation_id,
                         causation_id=state.planned.event_id)
@@ -185,7 +187,8 @@ class Dispatcher(Reactor):
             duration_ms=outcome.duration_ms, next_attempt_at=next_at,
         )]
         if outcome.ok:
-            events.append(DeliverySucceeded(**ids, attempt=attempt, status_code=outcome.status_code))
+            events.append(DeliverySucceeded(**ids, attempt=attempt, status_code=outcome.status_code,
+                                            response=outcome.response))
         elif next_at is None:
             exhausted = outcome.retryable
             reason = "exhausted" if exhausted else outcome.reason

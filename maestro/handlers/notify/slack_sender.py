@@ -1,204 +1,203 @@
-"""Send Slack messages: one queue per channel at Slack's one message per second, nothing dropped.
+"""Send Slack messages as deliveries: the dispatcher's ``Sender`` for kind ``slack``.
 
-Slack allows about one ``chat.postMessage`` per second per channel and answers more with 429 and
-``Retry-After`` (docs.slack.dev/apis/web-api/rate-limits). Each channel has its own queue and
-worker, so a busy channel never delays another, and messages of a channel leave in the order they
-were sent: a message being retried holds the ones behind it (a run's "retrying" must not arrive
-before its "failed").
+A Slack message is a delivery like a callback (``maestro.handlers.notify.dispatcher``): the reactor
+plans it (``DeliveryPlanned`` carries the message: key, text, blocks, channel), the dispatcher makes
+the attempts and records each one, retries with backoff and jitter (``Retry-After`` honoured) until
+the schedule's deadline, and resumes after a restart from the events. One truth, one retry
+mechanism. What Slack needs on top, this sender keeps:
 
-Every step is written to a :class:`DeliveryLog` — planned, each attempt with its error and when the
-next one is due, then succeeded (with the message's ``ts``) or failed with Slack's reason — so the
-delivery events (``maestro.events.deliveries``) tell what happened to each message; the log also
-answers which message a key was posted as, which is how a run's message is edited instead of
-posted again. A retryable error (429, 5xx, Slack unreachable) is tried again after
-``Retry-After`` or an exponential backoff with jitter, until ``give_up_after``; an error that will
-not pass by retrying (``invalid_auth``, ``channel_not_found``) fails the delivery at once, with
-its reason. A log that cannot be written (PostgreSQL down) is retried until it can: the worker
-waits rather than sending a message it could not account for.
+- **A lane per channel, in order.** A message goes only when no message planned before it for the
+  same channel is still open: a message being retried (a 429, Slack down) holds the ones behind it,
+  so a run's "retrying" never arrives before its "failed" and an edit never before its post. A
+  message held back answers ``Outcome(defer=...)``: nothing is recorded, the dispatcher looks again
+  (when the one ahead is next due). The order is the plans' order in the log, so it holds across
+  restarts and replicas; a busy channel never delays another.
+- **One message per second per channel** (Slack's ``chat.postMessage`` limit): a channel's next
+  message is deferred until a second after its last attempt, or until its ``Retry-After``.
+- **Edits.** A notice with ``edit`` (a run's message) updates the message its key was posted as in
+  that channel — found from the ``response`` (channel, ``ts``) of the last succeeded delivery with
+  that key (:meth:`SlackSender.message_ref`) — or posts it the first time. A webhook cannot edit:
+  it posts anew.
+- **No second copy after a crash.** A message may have reached Slack without its success being
+  recorded (``kill -9`` mid-call, a timeout). Every post carries message metadata naming its
+  delivery; before posting such a delivery again the sender looks for it in the channel's recent
+  history (``conversations.history``, scope ``channels:history``) and takes the message found.
+  Without that scope, or for a webhook (which cannot read), it posts again: at least once there.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
+import datetime as dt
 import hashlib
 import logging
-import random
+import re
 import time
-from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Any
 
 import orjson
 
 from maestro.adapters.slack import Posted
 from maestro.errors import SlackError
+from maestro.events.deliveries import DeliveryAttempted
+from maestro.events.model import now
+from maestro.handlers.notify.delivery import DeliveryState, Outcome
 from maestro.handlers.notify.slack_messages import Notice
 from maestro.handlers.notify.slack_routing import Connection
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
-_REMEMBERED = 10_000  # (key, channel) contents kept to skip an edit that changes nothing
+KIND = "slack"
+WEBHOOK_TARGET = "(incoming webhook)"  # the target of a delivery that goes to the webhook's channel
+_CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{8,20}$")  # as the catalog checks a table's channel
 
 
-@dataclass(frozen=True, slots=True)
-class Outgoing:
-    delivery_id: str  # derived from the causing event: a replay names the same delivery
-    notice: Notice
-    channel: str  # as routed; "" for a webhook's own channel
+@dataclass(frozen=True)
+class SlackPolicy:
+    interval: float = 1.0  # seconds between two messages of one channel (Slack: 1)
+    initial: float = 1.0  # first retry delay, doubling (jittered) up to max_delay
+    max_delay: float = 300.0
+    window: float = 24 * 3600.0  # retries stop this long after the event
+    timeout: float = 10.0  # one call
 
 
-class DeliveryLog(Protocol):
-    """Where the sender records what it does (the delivery events)."""
-
-    async def planned(self, item: Outgoing) -> bool:
-        """Record the delivery; False when it was already recorded (a replayed event)."""
-
-    async def attempted(self, item: Outgoing, attempt: int, error: SlackError, retry_in: float) -> None:
-        """An attempt failed and another follows in ``retry_in`` seconds."""
-
-    async def succeeded(self, item: Outgoing, attempt: int, posted: Posted, edited: bool) -> None: ...
-
-    async def failed(self, item: Outgoing, attempt: int, error: SlackError, exhausted: bool) -> None:
-        """The delivery ends unsent: ``exhausted`` when retries ran out, else the error is final."""
-
-    async def message_ref(self, key: str, channel: str) -> Posted | None:
-        """The message a delivery with ``key`` was last posted as in ``channel``, if any."""
+def content_digest(text: str, blocks: list[dict[str, Any]]) -> str:
+    return hashlib.sha256(orjson.dumps([text, blocks])).hexdigest()[:32]
 
 
-def _digest(notice: Notice) -> str:
-    return hashlib.sha256(orjson.dumps([notice.text, notice.blocks])).hexdigest()
+def notice_details(notice: Notice, channel: str) -> dict[str, Any]:
+    """What ``DeliveryPlanned.details`` carries for a Slack message: all the sender needs, so a
+    restart resumes it from the log."""
+    return {"key": notice.key, "notice": notice.kind, "channel": channel, "edit": notice.edit,
+            "text": notice.text, "blocks": notice.blocks, "digest": content_digest(notice.text, notice.blocks)}
+
+
+def _ms(started: float) -> int:
+    return int((time.monotonic() - started) * 1000)
 
 
 class SlackSender:
-    def __init__(
-        self, connect: Callable[[], Connection | None], deliveries: DeliveryLog, *,
-        interval: float = 1.0, give_up_after: float = 24 * 3600, backoff: float = 1.0, backoff_max: float = 300.0,
-    ) -> None:
-        self._connect = connect
-        self._log = deliveries
-        self.interval = interval  # seconds between two messages of one channel
-        self.give_up_after = give_up_after
-        self.backoff, self.backoff_max = backoff, backoff_max
-        self._queues: dict[str, asyncio.Queue[tuple[Outgoing, int]]] = {}
-        self._workers: dict[str, asyncio.Task[None]] = {}
-        self._next_at: dict[str, float] = {}  # channel -> monotonic time its next message may leave
-        self._sent: OrderedDict[tuple[str, str], str] = OrderedDict()
+    kind = KIND
 
-    # ------------------------------------------------------------------ entry points
-    async def send(self, item: Outgoing) -> bool:
-        """Plan and queue a message; False when there is nothing to do (already planned, or an
-        edit that would leave the message as it is)."""
-        if item.notice.edit and self._sent.get((item.notice.key, item.channel)) == _digest(item.notice):
-            return False
-        if not await self._record(lambda: self._log.planned(item)):
-            return False
-        self._enqueue(item, 0)
-        return True
+    def __init__(self, pool: Any, connect: Callable[[], Connection | None], policy: SlackPolicy = SlackPolicy(),
+                 *, clock: Callable[[], dt.datetime] = now) -> None:
+        self.pool = pool
+        self._connect = connect  # the live connection (SlackConnector.current): None when not configured
+        self.policy = policy
+        self.clock = clock
+        self._next_at: dict[str, float] = {}  # target -> monotonic time its next message may leave
+        self._started = clock()
+        self._tried: set[str] = set()  # deliveries this process attempted (see _maybe_posted)
 
-    def resume(self, item: Outgoing, attempts: int) -> None:
-        """Queue a delivery planned before a restart that had made ``attempts`` attempts."""
-        self._enqueue(item, attempts)
+    # ------------------------------------------------------------------ the lane
+    async def ahead(self, delivery: DeliveryState) -> float | None:
+        """Seconds to wait for an open message planned before this one in the same channel (None:
+        this one is first). Looked at again when that one is next due, or soon if it is in flight."""
+        row = await self.pool.fetchrow(
+            "SELECT d.next_attempt_at FROM deliveries d, deliveries me WHERE me.delivery_id = $1 "
+            "AND d.kind = 'slack' AND d.target = me.target AND d.state IN ('pending', 'retrying') "
+            "AND (d.planned_at, d.delivery_id) < (me.planned_at, me.delivery_id) "
+            "ORDER BY d.planned_at, d.delivery_id LIMIT 1", delivery.delivery_id)
+        if row is None:
+            return None
+        due = row["next_attempt_at"]
+        wait = (due - self.clock()).total_seconds() if due is not None else 0.0
+        return min(max(wait, 0.0) + 0.05, 5.0)
 
-    async def idle(self) -> None:
-        """Wait until every queued message is sent or failed."""
-        for queue in list(self._queues.values()):
-            await queue.join()
-
-    async def close(self) -> None:
-        for task in self._workers.values():
-            task.cancel()
-        for task in self._workers.values():
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._workers.clear()
-
-    # ------------------------------------------------------------------ the queues
-    def _enqueue(self, item: Outgoing, attempts: int) -> None:
-        queue = self._queues.get(item.channel)
-        if queue is None:
-            queue = self._queues[item.channel] = asyncio.Queue()
-        worker = self._workers.get(item.channel)
-        if worker is None or worker.done():
-            self._workers[item.channel] = asyncio.get_running_loop().create_task(
-                self._work(item.channel, queue), name=f"slack-{item.channel or 'webhook'}")
-        queue.put_nowait((item, attempts))
-
-    async def _work(self, channel: str, queue: asyncio.Queue[tuple[Outgoing, int]]) -> None:
-        while True:
-            item, attempts = await queue.get()
-            try:
-                await self._deliver(item, attempts)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # a bug, not Slack: say so and keep the channel going
-                log.exception("slack delivery crashed", extra={"delivery_id": item.delivery_id})
-                with contextlib.suppress(Exception):
-                    await self._log.failed(item, attempts + 1, SlackError(
-                        "internal", "the sender failed unexpectedly (see the server log)", retryable=False), False)
-            finally:
-                queue.task_done()
-
-    async def _pace(self, channel: str) -> None:
-        wait = self._next_at.get(channel, 0.0) - time.monotonic()
-        if wait > 0:
-            await asyncio.sleep(wait)
-
-    async def _deliver(self, item: Outgoing, attempts: int) -> None:
-        started = time.monotonic()
-        attempt = attempts
-        while True:
-            attempt += 1
-            await self._pace(item.channel)
-            self._next_at[item.channel] = time.monotonic() + self.interval
-            try:
-                posted, edited = await self._attempt(item)
-            except SlackError as error:
-                retry_in = self._retry_in(error, attempt)
-                if not error.retryable or time.monotonic() - started + retry_in > self.give_up_after:
-                    await self._record(lambda: self._log.failed(item, attempt, error, error.retryable))
-                    return
-                self._next_at[item.channel] = max(self._next_at[item.channel], time.monotonic() + retry_in)
-                await self._record(lambda: self._log.attempted(item, attempt, error, retry_in))
-                continue
-            self._remember(item)
-            await self._record(lambda: self._log.succeeded(item, attempt, posted, edited))
-            return
-
-    async def _attempt(self, item: Outgoing) -> tuple[Posted, bool]:
+    # ------------------------------------------------------------------ one attempt
+    async def send(self, delivery: DeliveryState) -> Outcome:
+        plan, d = delivery.plan, delivery.plan.details
         connection = self._connect()
         if connection is None:
-            raise SlackError("not_configured", "Slack is no longer configured", retryable=False)
-        notice = item.notice
+            return Outcome(attempted=False, reason="invalid", error=(
+                "not sent: Slack is not configured any more (PUT /api/v1/config/slack), then redeliver"))
+        if (wait := await self.ahead(delivery)) is not None:
+            return Outcome(defer=wait)
+        lane = plan.target
+        pace = self._next_at.get(lane, 0.0) - time.monotonic()
+        if pace > 0:
+            return Outcome(defer=pace)
+        self._next_at[lane] = time.monotonic() + self.policy.interval
+        channel = "" if connection.webhook else (d.get("channel") or connection.section.channel or "")
+        if not connection.webhook and not channel:
+            return Outcome(attempted=False, reason="invalid",
+                           error="not sent: no channel (set the default channel in the Slack settings)")
+        started = time.monotonic()
+        try:
+            posted, edited = await self._attempt(connection, delivery, channel)
+        except SlackError as error:
+            if error.retry_after is not None:
+                self._next_at[lane] = max(self._next_at[lane], time.monotonic() + error.retry_after)
+            return Outcome(error=error.message, retryable=error.retryable, retry_after=error.retry_after,
+                           status_code=429 if error.reason in ("ratelimited", "rate_limited") else None,
+                           reason="rejected", duration_ms=_ms(started))
+        finally:
+            self._tried.add(delivery.delivery_id)
+        return Outcome(ok=True, status_code=200, duration_ms=_ms(started),
+                       response={"channel": posted.channel, "ts": posted.ts, "edited": edited})
+
+    async def _attempt(self, connection: Connection, delivery: DeliveryState, channel: str) -> tuple[Posted, bool]:
+        plan, d = delivery.plan, delivery.plan.details
         poster = connection.poster
-        if notice.edit and poster.can_update:
-            ref = await self._record(lambda: self._log.message_ref(notice.key, item.channel))
-            if ref is not None and ref.ts:
-                return await poster.update(ref.channel, ref.ts, notice.text, notice.blocks), True
-        return await poster.post(item.channel, notice.text, notice.blocks), False
-
-    def _retry_in(self, error: SlackError, attempt: int) -> float:
-        if error.retry_after is not None:
-            return error.retry_after
-        base = min(self.backoff * 2 ** (attempt - 1), self.backoff_max)
-        return base / 2 + random.uniform(0, base / 2)  # jitter: replicas' retries do not line up
-
-    def _remember(self, item: Outgoing) -> None:
-        self._sent[(item.notice.key, item.channel)] = _digest(item.notice)
-        self._sent.move_to_end((item.notice.key, item.channel))
-        while len(self._sent) > _REMEMBERED:
-            self._sent.popitem(last=False)
-
-    async def _record(self, write: Callable[[], Awaitable[T]]) -> T:
-        """Write to the delivery log, waiting out a database outage: never send unaccounted."""
-        delay = 0.5
-        while True:
+        text, blocks = str(d.get("text") or ""), list(d.get("blocks") or [])
+        ref = None
+        if d.get("edit") and poster.can_update:
+            ref = await self.message_ref(str(d.get("key")), plan.target, plan.run_id)
+        if ref is None and self._maybe_posted(delivery):
+            ref = await self._find(connection, delivery, channel)
+            if ref is not None and not d.get("edit"):
+                return ref, False  # it did reach Slack before: that is this delivery's message
+        if ref is not None and ref.ts:
             try:
-                return await write()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.warning("cannot record a Slack delivery; retrying", exc_info=True)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+                return await poster.update(ref.channel, ref.ts, text, blocks), True
+            except SlackError as error:
+                if error.reason != "message_not_found":
+                    raise  # deleted in Slack since: post it anew
+        return await poster.post(channel, text, blocks, delivery_id=delivery.delivery_id), False
+
+    # ------------------------------------------------------------------ what Slack already has
+    async def message_ref(self, key: str, target: str, run_id: str | None = None) -> Posted | None:
+        """The message that ``key`` was last posted as in ``target``: the response of its last
+        succeeded Slack delivery (with ``run_id``, looked up through the run's deliveries)."""
+        row = await self.pool.fetchrow(
+            "SELECT s.data->'response'->>'channel' AS channel, s.data->'response'->>'ts' AS ts "
+            "FROM deliveries d JOIN events p ON p.stream_id = 'delivery-' || d.delivery_id AND p.version = 1 "
+            "JOIN events s ON s.stream_id = p.stream_id AND s.type = 'DeliverySucceeded' "
+            "WHERE d.kind = 'slack' AND d.target = $2 AND ($3::text IS NULL OR d.run_id = $3) "
+            "AND p.data->'details'->>'key' = $1 AND s.data->'response'->>'ts' IS NOT NULL "
+            "ORDER BY s.position DESC LIMIT 1", key, target, run_id)
+        return Posted(row["channel"], row["ts"]) if row is not None else None
+
+    def _maybe_posted(self, delivery: DeliveryState) -> bool:
+        """Could this delivery have reached Slack without its success being recorded? Planned
+        before this process started and not tried by it yet (a crash, or another leader, mid-call),
+        or its last attempt timed out (Slack may have posted it all the same)."""
+        if delivery.delivery_id not in self._tried and delivery.planned.occurred_at < self._started:
+            return True
+        last = next((r.event for r in reversed(delivery.history) if isinstance(r.event, DeliveryAttempted)), None)
+        return last is not None and (last.error or "").endswith("(timeout)")
+
+    async def _channel_id(self, channel: str, target: str) -> str | None:
+        if _CHANNEL_ID.match(channel):
+            return channel
+        return await self.pool.fetchval(  # the id Slack answered for this channel before
+            "SELECT s.data->'response'->>'channel' FROM deliveries d "
+            "JOIN events s ON s.stream_id = 'delivery-' || d.delivery_id AND s.type = 'DeliverySucceeded' "
+            "WHERE d.kind = 'slack' AND d.target = $1 AND d.state = 'succeeded' "
+            "AND s.data->'response'->>'channel' <> '' ORDER BY s.position DESC LIMIT 1", target)
+
+    async def _find(self, connection: Connection, delivery: DeliveryState, channel: str) -> Posted | None:
+        find = getattr(connection.poster, "find_posted", None)
+        if find is None:
+            return None  # a webhook cannot read its channel
+        channel_id = await self._channel_id(channel, delivery.plan.target)
+        if channel_id is None:
+            log.warning("cannot look for a message that may have been posted: the channel's id is unknown",
+                        extra={"delivery_id": delivery.delivery_id, "channel": channel})
+            return None
+        try:
+            return await find(channel_id, delivery.planned.occurred_at.timestamp() - 1, delivery.delivery_id)
+        except SlackError as error:  # missing_scope, not_in_channel, ...: post, at least once
+            log.warning("cannot look for a message that may have been posted; posting it",
+                        extra={"delivery_id": delivery.delivery_id, "reason": error.reason})
+            return None

@@ -4,7 +4,8 @@ Sheets or database export) as a step of its table, with its own state and error.
 A failed step is the table's step failing, not the table's job nor the run: the tables that do
 not depend on it are untouched (deliveries never gate a run), and the run's status says what its
 BigQuery work did. Every kind of delivery appears here without a change: a step is a row of the
-``deliveries`` read model with the run's id.
+``deliveries`` read model with the run's id — except Slack messages, which carry the run's id (to
+find the run's message again) but are about the run, not a step of one of its tables.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ async def run_steps(pool: Any, run_id: str) -> dict[str, list[dict[str, Any]]]:
     """table id -> its steps in the order they were planned."""
     rows = await pool.fetch(
         "SELECT delivery_id, kind, table_id, target, state, chain, attempts, last_status, last_error, reason, "
-        "next_attempt_at, updated_at FROM deliveries WHERE run_id = $1 ORDER BY planned_at, delivery_id",
+        "next_attempt_at, updated_at FROM deliveries WHERE run_id = $1 AND kind <> 'slack' "
+        "ORDER BY planned_at, delivery_id",
         run_id,
     )
     steps: dict[str, list[dict[str, Any]]] = {}
@@ -42,7 +44,8 @@ async def open_steps(pool: Any, run_id: str) -> int:
     due for ten minutes after its job (the table's settings are today's: one given an export
     after an old run must not keep that run's stream open for ever)."""
     return await pool.fetchval(
-        "SELECT (SELECT count(*) FROM deliveries WHERE run_id = $1 AND state IN ('pending', 'retrying')) + "
+        "SELECT (SELECT count(*) FROM deliveries WHERE run_id = $1 AND kind <> 'slack' "
+        "AND state IN ('pending', 'retrying')) + "
         "(SELECT count(*) FROM jobs j JOIN run_tables rt ON rt.run_id = j.run_id AND rt.table_id = j.table_id "
         " WHERE j.run_id = $1 AND j.kind = 'extract' AND j.state = 'succeeded' "
         " AND rt.extract->>'notify_url' IS NOT NULL "
@@ -61,6 +64,6 @@ async def last_step_position(pool: Any, run_id: str) -> int | None:
     """The position of the last event of the run's deliveries (None: it has none)."""
     return await pool.fetchval(
         "SELECT max(position) FROM events WHERE stream_id IN "
-        "(SELECT 'delivery-' || delivery_id FROM deliveries WHERE run_id = $1)",
+        "(SELECT 'delivery-' || delivery_id FROM deliveries WHERE run_id = $1 AND kind <> 'slack')",
         run_id,
     )
