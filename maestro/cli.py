@@ -9,7 +9,9 @@ from typing import Any
 
 import click
 
+from maestro.cli_connect import via_api
 from maestro.cli_options import command_settings, database_options, run
+from maestro.cli_remote_admin import remote_token_create
 from maestro.errors import MaestroError
 
 log = logging.getLogger("maestro")
@@ -138,6 +140,7 @@ def token() -> None:
 
 
 @token.command("create")
+@via_api(remote_token_create)
 @database_options
 @click.option(
     "--user", "user_id", default="bootstrap-admin", show_default=True,
@@ -179,8 +182,9 @@ def token_create(
 
 from maestro.cli_catalog import apply_command, export_command  # noqa: E402
 from maestro.cli_config import config_group, secrets_group  # noqa: E402
+from maestro.cli_remote import COMMANDS as REMOTE_COMMANDS  # noqa: E402
 
-for _command in (apply_command, export_command, config_group, secrets_group):
+for _command in (apply_command, export_command, config_group, secrets_group, *REMOTE_COMMANDS):
     main.add_command(_command)
 
 
