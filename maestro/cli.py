@@ -28,7 +28,8 @@ def main() -> None:
 @click.option("--host", default=None, help="Listen address (env MAESTRO_HOST).")
 @click.option("--port", type=int, default=None, help="Listen port (env MAESTRO_PORT).")
 @click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]), default=None)
-@click.option("--log-format", type=click.Choice(["json", "text"]), default=None)
+@click.option("--log-format", type=click.Choice(["auto", "json", "text"]), default=None,
+              help="auto (default): text on a terminal, JSON otherwise (env MAESTRO_LOG_FORMAT).")
 @click.pass_context
 def serve(ctx: click.Context, **flags: Any) -> None:
     """Run the service: HTTP API, projections and reactors, until SIGTERM/SIGINT."""
@@ -36,8 +37,11 @@ def serve(ctx: click.Context, **flags: Any) -> None:
 
     from maestro.http.app import create_app
 
+    from maestro.http.announce import announce
+
     settings = command_settings(**flags)
     app = create_app(settings)
+    app.on_startup.append(announce)
     try:
         web.run_app(
             app,
