@@ -19,7 +19,8 @@ from maestro.http.validation import json_response, parse_query
 
 class LookupQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    ref: str = Field(min_length=1, max_length=2048, description="a table's number, id, or dataset.name")
+    # 512: a URL of any 512 characters stays within the 8 KiB request line aiohttp reads.
+    ref: str = Field(min_length=1, max_length=512, description="a table's number, id, or dataset.name")
 
 
 async def lookup(request: web.Request) -> web.Response:
@@ -53,7 +54,7 @@ async def bigquery_table(request: web.Request) -> web.Response:
 
 ROUTES = routes(
     Route("GET", "/api/v1/table-lookup", lookup, "Which table a number, id or dataset.name means",
-          query=LookupQuery, rule="read", tag="tables"),
+          query=LookupQuery, rule="read", tag="tables", errors=(404,)),
     Route("GET", "/api/v1/tables/{table_id}/status", status,
           "What the table is doing: running, failed (with the error and its line/column), last success",
           rule="read", tag="runs"),

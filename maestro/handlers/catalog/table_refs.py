@@ -49,7 +49,7 @@ def _ref(row: Any) -> TableRef:
 async def find(pool: Any, ref: str | int) -> TableRef | None:
     """The table ``ref`` names, or None."""
     text = str(ref).strip()
-    if text.isdigit() and len(text) <= 18:  # within bigint
+    if text.isascii() and text.isdigit() and len(text) <= 18:  # within bigint ("¹" is a digit to Python)
         row = await pool.fetchrow(f"SELECT {_COLUMNS} FROM catalog_tables WHERE number = $1", int(text))
         if row is not None:
             return _ref(row)
