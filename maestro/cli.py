@@ -9,7 +9,9 @@ from typing import Any
 
 import click
 
+from maestro.cli_connect import via_api
 from maestro.cli_options import command_settings, database_options, run
+from maestro.cli_remote_admin import remote_token_create
 from maestro.errors import MaestroError
 
 log = logging.getLogger("maestro")
@@ -26,7 +28,8 @@ def main() -> None:
 @click.option("--host", default=None, help="Listen address (env MAESTRO_HOST).")
 @click.option("--port", type=int, default=None, help="Listen port (env MAESTRO_PORT).")
 @click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]), default=None)
-@click.option("--log-format", type=click.Choice(["json", "text"]), default=None)
+@click.option("--log-format", type=click.Choice(["auto", "json", "text"]), default=None,
+              help="auto (default): text on a terminal, JSON otherwise (env MAESTRO_LOG_FORMAT).")
 @click.pass_context
 def serve(ctx: click.Context, **flags: Any) -> None:
     """Run the service: HTTP API, projections and reactors, until SIGTERM/SIGINT."""
@@ -34,8 +37,11 @@ def serve(ctx: click.Context, **flags: Any) -> None:
 
     from maestro.http.app import create_app
 
+    from maestro.http.announce import announce
+
     settings = command_settings(**flags)
     app = create_app(settings)
+    app.on_startup.append(announce)
 
     async def announce_login_link(app: web.Application) -> None:
         # As Jupyter does: with no identity provider, the way into the UI is printed at start-up.
@@ -149,6 +155,7 @@ def token() -> None:
 
 
 @token.command("create")
+@via_api(remote_token_create)
 @database_options
 @click.option(
     "--user", "user_id", default="bootstrap-admin", show_default=True,
@@ -227,8 +234,9 @@ def login_link(ctx: click.Context, user_id: str, minutes: int, **flags: Any) -> 
 
 from maestro.cli_catalog import apply_command, export_command  # noqa: E402
 from maestro.cli_config import config_group, secrets_group  # noqa: E402
+from maestro.cli_remote import COMMANDS as REMOTE_COMMANDS  # noqa: E402
 
-for _command in (apply_command, export_command, config_group, secrets_group):
+for _command in (apply_command, export_command, config_group, secrets_group, *REMOTE_COMMANDS):
     main.add_command(_command)
 
 

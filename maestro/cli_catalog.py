@@ -26,7 +26,9 @@ from typing import Any
 
 import click
 
+from maestro.cli_connect import via_api
 from maestro.cli_options import database_options
+from maestro.cli_remote_admin import remote_apply, remote_export
 from maestro.errors import MaestroError
 from maestro.settings import Settings, load_settings
 
@@ -51,6 +53,7 @@ def _fail(exc: MaestroError, applying: bool = False) -> None:
 
 @click.command("apply")
 @click.argument("directory", type=click.Path(path_type=Path, file_okay=False, exists=True))
+@via_api(remote_apply)
 @database_options
 @click.option("--dry-run", is_flag=True, help="Show the plan and check it; change nothing.")
 @click.option("--prune", is_flag=True, help="Delete live tables that are not in DIRECTORY.")
@@ -102,6 +105,7 @@ def apply_command(
 
 @click.command("export")
 @click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
+@via_api(remote_export)
 @database_options
 def export_command(directory: Path, **flags: Any) -> None:
     """Write the live catalog to DIRECTORY in the layout `maestro apply` reads. Table files of

@@ -15,9 +15,21 @@ from typing import Any
 
 import click
 
+from maestro.cli_connect import via_api
 from maestro.cli_options import command_settings, database_options, run
 from maestro.events.config import SECTIONS, SINGLE_SECTIONS
 from maestro.events.model import Metadata
+
+
+def _remote(name: str) -> Any:
+    """The API variant of a command (maestro.cli_remote_admin imports this module's parsers)."""
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        from maestro import cli_remote_admin
+
+        return getattr(cli_remote_admin, name)(*args, **kwargs)
+
+    return call
 
 
 def _actor() -> Metadata:
@@ -35,6 +47,7 @@ def config_group() -> None:
 
 @config_group.command("show")
 @click.argument("section", required=False, type=click.Choice(sorted(SECTIONS)))
+@via_api(_remote("remote_config_show"))
 @database_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def config_show(section: str | None, as_json: bool, **flags: Any) -> None:
@@ -80,6 +93,7 @@ def config_show(section: str | None, as_json: bool, **flags: Any) -> None:
 @click.option("--prompt", "prompted", multiple=True, metavar="FIELD", help="Read secret FIELD from a hidden prompt (or a pipe).")
 @click.option("--from-file", "from_files", multiple=True, metavar="FIELD=PATH", help="Read secret FIELD from PATH.")
 @click.option("--clear-secret", "clear", multiple=True, metavar="FIELD", help="Remove secret FIELD.")
+@via_api(_remote("remote_config_set"))
 @database_options
 def config_set(
     section: str, assignments: tuple[str, ...], prompted: tuple[str, ...], from_files: tuple[str, ...],
@@ -179,6 +193,7 @@ def secrets_generate(path: Path) -> None:
 @secrets_group.command("rotate")
 @click.option("--new-secret-file", type=click.Path(path_type=Path, dir_okay=False, exists=True), required=True,
               help="The new master secret (create it with `maestro secrets generate`).")
+@via_api(_remote("remote_secrets"))
 @database_options
 def secrets_rotate(new_secret_file: Path, **flags: Any) -> None:
     """Re-encrypt every stored credential under the secret in --new-secret-file."""
@@ -212,6 +227,7 @@ def secrets_rotate(new_secret_file: Path, **flags: Any) -> None:
 
 @secrets_group.command("reset")
 @click.option("--yes", is_flag=True, help="Confirm: the credentials the lost secret sealed are gone for good.")
+@via_api(_remote("remote_secrets"))
 @database_options
 def secrets_reset(yes: bool, **flags: Any) -> None:
     """After losing the master secret for good: record that the credentials it sealed are gone.

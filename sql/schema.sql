@@ -198,7 +198,8 @@ CREATE TABLE public.catalog_tables (
     created_by text NOT NULL,
     updated_at timestamp with time zone NOT NULL,
     updated_by text NOT NULL,
-    last_position bigint NOT NULL
+    last_position bigint NOT NULL,
+    number bigint NOT NULL
 );
 
 --
@@ -652,6 +653,12 @@ CREATE INDEX catalog_tables_frequency ON public.catalog_tables USING btree (((sp
 CREATE UNIQUE INDEX catalog_tables_live_name ON public.catalog_tables USING btree (dataset, name) WHERE (NOT deleted);
 
 --
+-- Name: catalog_tables_number; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE UNIQUE INDEX catalog_tables_number ON public.catalog_tables USING btree (number);
+
+--
 -- Name: config_entries_section; Type: INDEX; Schema: public; Owner: -
 --
 
@@ -746,6 +753,12 @@ CREATE INDEX jobs_unfinished ON public.jobs USING btree (state) WHERE (state = A
 --
 
 CREATE INDEX proj_streams_category_idx ON public.proj_streams USING btree (category, stream_id);
+
+--
+-- Name: run_tables_table; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX run_tables_table ON public.run_tables USING btree (table_id, updated_at DESC);
 
 --
 -- Name: runs_frequency_slot; Type: INDEX; Schema: public; Owner: -

@@ -8,7 +8,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from maestro.http import catalog, config, datasets, deliveries, history, imports, loads, ops, runs
-from maestro.http import access, costs, login, people, slack, ui
+from maestro.http import access, costs, legacy, login, people, slack, table_info, ui
 from maestro.http.auth import LIMITER, TRUSTED_PROXIES, auth_middleware
 from maestro.http.errors import error_middleware
 from maestro.http.forwarded import parse_networks
@@ -24,7 +24,7 @@ from maestro.settings import Settings
 
 def create_app(settings: Settings, *, runtime: Runtime | None = None) -> web.Application:
     """Build the application. With ``runtime`` given (tests), the caller owns its lifetime."""
-    app = web.Application(middlewares=[error_middleware, ui_error_middleware, path_middleware, auth_middleware], client_max_size=settings.max_body_bytes)
+    app = web.Application(middlewares=[error_middleware, ui_error_middleware, path_middleware, legacy.legacy_middleware, auth_middleware], client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app[METRICS] = Metrics(CollectorRegistry(auto_describe=True))
     app[LIMITER] = FailureLimiter(settings.auth_failure_burst, settings.auth_failures_per_minute)
@@ -64,4 +64,6 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> web.App
     slack.add_routes(app)
     deliveries.add_routes(app)
     ui.add_routes(app)
+    table_info.add_routes(app)
+    legacy.add_routes(app)
     return app

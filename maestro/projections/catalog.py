@@ -65,9 +65,10 @@ class CatalogProjection(Projection):
             if isinstance(e, TableCreated):
                 spec = e.spec.to_payload()
                 await conn.execute(
+                    # number: the table's integer id, the position of this event (sql/014).
                     "INSERT INTO catalog_tables (table_id, project, dataset, name, kind, spec, "
-                    "version, created_at, created_by, updated_at, updated_by, last_position) "
-                    "VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, $8, $9, $10)",
+                    "version, created_at, created_by, updated_at, updated_by, last_position, number) "
+                    "VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, $8, $9, $10, $10)",
                     e.table_id, spec["project"], spec["dataset"], spec["name"], spec["kind"],
                     orjson.dumps(spec).decode(), r.version, r.occurred_at, actor, r.position,
                 )
