@@ -19,6 +19,8 @@ from maestro.adapters.postgres import LeaderLock
 from maestro.events.config import ConfigNotApplied
 from maestro.events.model import Metadata
 from maestro.events.store import ANY_VERSION
+from maestro.handlers.git.reactor import GitReactor
+from maestro.handlers.git.sync import GitSync
 from maestro.handlers.notify.wiring import Notify, build_notify
 from maestro.handlers.runs.imports import ImportContext
 from maestro.handlers.runs.runner import Runner, RunnerConfig
@@ -285,6 +287,8 @@ async def start_services(runtime: Runtime, *, stack: localstack.LocalStack | Non
             storage=lambda: (services.storage, services.signer),
             schema=lambda table: table_schema(services.bigquery.client, table),
         )
+        # The catalog's repository (docs/git.md): a reactor like the others, on the leader only.
+        services.notify.host.add(GitReactor(GitSync(runtime.store, runtime.catalog, runtime.config, settings.data_dir)))
     runtime.bigquery = jobs
     runtime.services = services
     if runtime.config is not None:

@@ -20,6 +20,7 @@ from maestro.events import deliveries as _deliveries  # noqa: E402,F401
 from maestro.events import imports as _imports  # noqa: E402,F401
 from maestro.events import runs as _runs  # noqa: E402,F401
 from maestro.events import digests as _digests  # noqa: E402,F401
+from maestro.events import git as _git  # noqa: E402,F401
 from maestro.events import users as _users  # noqa: E402,F401
 
 __all__ = [

@@ -8,7 +8,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from maestro.http import catalog, config, datasets, deliveries, history, imports, loads, ops, runs
-from maestro.http import access, costs, login, people, slack
+from maestro.http import access, costs, git, login, people, slack
 from maestro.http.auth import LIMITER, TRUSTED_PROXIES, auth_middleware
 from maestro.http.errors import error_middleware
 from maestro.http.forwarded import parse_networks
@@ -62,4 +62,5 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> web.App
     config.add_routes(app)
     slack.add_routes(app)
     deliveries.add_routes(app)
+    git.add_routes(app)
     return app
