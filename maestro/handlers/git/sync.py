@@ -208,8 +208,8 @@ class GitSync:
         if not people:
             return True
         status = await self._status(target)
-        if status is not None and status["refused_sha"] == head:
-            return True  # refused already: not again until the branch changes
+        if status is not None and head in (status["refused_sha"], status["last_applied_sha"]):
+            return True  # applied or refused already: not again until the branch changes
         tip = people[-1]
         actor = await self._actor(tip.author_email)
         meta = Metadata(actor=actor, correlation_id=f"git-{head}", extra={"git_commit": head})
