@@ -277,22 +277,28 @@ class Git:
 
     async def log(self, revision_range: str) -> list[Commit]:
         """Commits of ``revision_range``, oldest first."""
-        fmt = "%H%x1f%an%x1f%ae%x1f%cn%x1f%ce%x1f%(trailers:key=Maestro-Events,valueonly,separator=)%x1f%s%x1e"
+        fmt = _FORMAT
         out = await self.run("log", "--reverse", f"--format={fmt}", revision_range, "--")
         commits = []
         for record in out.split("\x1e"):
             fields = record.strip("\n").split("\x1f")
-            if len(fields) == 7:
+            if len(fields) == 8:
                 commits.append(Commit(*[f.strip() for f in fields]))
         return commits
 
-    async def last_maestro_commit(self, ref: str, committer_email: str) -> Commit | None:
-        """The newest commit of ``ref``'s history that Maestro made (its committer and trailer)."""
-        fmt = "%H%x1f%an%x1f%ae%x1f%cn%x1f%ce%x1f%(trailers:key=Maestro-Events,valueonly,separator=)%x1f%s%x1e"
+    async def last_maestro_commit(self, ref: str, committer_email: str, path: str) -> Commit | None:
+        """The newest commit of ``ref``'s history that Maestro made (its committer and trailers)
+        for the catalog at ``path`` (a repository may hold several, each under its own prefix)."""
+        fmt = _FORMAT
         out = await self.run("log", "-1", f"--format={fmt}", f"--committer=<{re.escape(committer_email)}>",
-                             "--grep=^Maestro-Events: ", ref, "--", check=False)
+                             "--all-match", "--grep=^Maestro-Events: ", f"--grep=^Maestro-Path: {re.escape(path)}$",
+                             ref, "--", check=False)
         fields = out.split("\x1e")[0].strip("\n").split("\x1f")
-        return Commit(*[f.strip() for f in fields]) if len(fields) == 7 else None
+        return Commit(*[f.strip() for f in fields]) if len(fields) == 8 else None
+
+
+_FORMAT = ("%H%x1f%an%x1f%ae%x1f%cn%x1f%ce%x1f%(trailers:key=Maestro-Events,valueonly,separator=)%x1f"
+           "%(trailers:key=Maestro-Path,valueonly,separator=)%x1f%s%x1e")
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,6 +309,7 @@ class Commit:
     committer_name: str
     committer_email: str
     events: str  # the Maestro-Events trailer ("first-last"), "" for commits people made
+    path: str  # the Maestro-Path trailer: the catalog's folder in the repository
     subject: str
 
     def positions(self) -> tuple[int, int] | None:
@@ -311,5 +318,7 @@ class Commit:
             return None
         return int(first), int(last)
 
-    def by_maestro(self, committer_email: str) -> bool:
-        return self.committer_email.lower() == committer_email.lower() and self.positions() is not None
+    def by_maestro(self, committer_email: str, path: str | None = None) -> bool:
+        """Made by Maestro (for the catalog at ``path``, when given)."""
+        mine = self.committer_email.lower() == committer_email.lower() and self.positions() is not None
+        return mine and (path is None or self.path == path)

@@ -53,6 +53,7 @@ class GitCommitApplied(Event):
     plan: list[str]  # the plan's lines, as `maestro apply` prints them
     summary: str
     kept: list[str] = Field(default_factory=list)
+    tables: dict[str, int] = Field(default_factory=dict)  # table id -> the version the apply made
 
 
 class GitCommitRefused(Event):

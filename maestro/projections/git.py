@@ -38,13 +38,7 @@ class GitProjection(Projection):
                     "updated_at = $6 WHERE repo_key = $1",
                     e.repo_key, e.branch, e.sha, e.title, e.last_position, at,
                 )
-                if e.tables:
-                    await conn.execute(
-                        "INSERT INTO git_table_versions (repo_key, table_id, version, sha, position) "
-                        "SELECT $1, t, v, $2, $3 FROM unnest($4::text[], $5::int[]) AS x(t, v) "
-                        "ON CONFLICT DO NOTHING",
-                        e.repo_key, e.sha, r.position, list(e.tables), list(e.tables.values()),
-                    )
+                await _versions(conn, e.repo_key, e.sha, r.position, e.tables)
             elif isinstance(e, GitCommitApplied):
                 await conn.execute(
                     "UPDATE git_status SET last_applied_sha = $2, last_applied_summary = $3, last_applied_at = $4, "
@@ -52,6 +46,7 @@ class GitProjection(Projection):
                     "updated_at = $4 WHERE repo_key = $1",
                     e.repo_key, e.sha, e.summary, at,
                 )
+                await _versions(conn, e.repo_key, e.sha, r.position, e.tables)  # the person's commit
             elif isinstance(e, GitCommitRefused):
                 await conn.execute(
                     "UPDATE git_status SET refused_sha = $2, refused_reason = $3, refused_at = $4, "
@@ -69,3 +64,12 @@ class GitProjection(Projection):
                     f"UPDATE git_status SET {_CLEAR_ERROR}, last_sync_at = $2, updated_at = $2 WHERE repo_key = $1",
                     e.repo_key, at,
                 )
+
+
+async def _versions(conn: Connection, key: str, sha: str, position: int, tables: dict[str, int]) -> None:
+    if tables:
+        await conn.execute(
+            "INSERT INTO git_table_versions (repo_key, table_id, version, sha, position) "
+            "SELECT $1, t, v, $2, $3 FROM unnest($4::text[], $5::int[]) AS x(t, v) ON CONFLICT DO NOTHING",
+            key, sha, position, list(tables), list(tables.values()),
+        )

@@ -116,7 +116,7 @@ async def test_crash_after_the_push_before_its_event_records_it_once(runtime: Ru
     target = sync.target()
     assert target is not None
     clone = Git(tmp_path / "data" / "git" / target.key, url)
-    covered = (await clone.last_maestro_commit("HEAD", target.committer[1])).positions()[1]  # type: ignore[union-attr]
+    covered = (await clone.last_maestro_commit("HEAD", target.committer[1], ".")).positions()[1]  # type: ignore[union-attr]
     group = await EventReader(runtime.store, covered, 0.0).next_group()
     assert group is not None
     await Outbound(runtime.store, clone, clone.workdir, target.committer).commit(group)

@@ -82,6 +82,7 @@ class Outbound:
         self.store = store
         self.git = git
         self.root = root  # the clone's folder that holds the catalog (the path prefix)
+        self.path = str(root.relative_to(git.workdir)) if root != git.workdir else "."
         self.committer = committer
 
     # ---------------------------------------------------------------- one commit
@@ -120,7 +121,8 @@ class Outbound:
         first, last = events[0], events[-1]
         actor = first.metadata.actor
         title = render.title_of(lines) if lines else "Catalog change"
-        text = render.message(lines, first.position, last.position, actor, first.metadata.correlation_id, title)
+        text = render.message(lines, first.position, last.position, actor, first.metadata.correlation_id, title,
+                              self.path)
         author = await self.author(actor, first.occurred_at)
         sha = await self.git.commit_all(text, author=author, committer=self.committer)
         return Made(sha, first.position, last.position, title) if sha else None
@@ -163,7 +165,7 @@ class Outbound:
         live = [v for v in (fold_table(evs) for evs in streams.values()) if not v.deleted]
         render.write_snapshot(self.root, [v.spec for v in live], frequencies, datasets)
         title = f"Export the catalog: {len(live)} table{'s' if len(live) != 1 else ''}"
-        text = render.message([], 0, head, "system:git", "snapshot", title)
+        text = render.message([], 0, head, "system:git", "snapshot", title, self.path)
         name, email = self.committer
         sha = await self.git.commit_all(text, author=(name, email, f"@{int(now().timestamp())} +0000"),
                                         committer=self.committer)

@@ -210,8 +210,10 @@ def title_of(lines: Sequence[str]) -> str:
 
 
 def message(lines: Sequence[str], first: int, last: int, actor: str, correlation: str,
-            title: str | None = None) -> str:
-    """The commit message: a title, the plan, and the trailers that identify the events."""
+            title: str | None = None, path: str = ".") -> str:
+    """The commit message: a title, the plan, and the trailers that identify the events (and the
+    folder of the repository whose catalog they are in)."""
     body = "\n".join(lines)
-    trailers = f"Maestro-Events: {first}-{last}\nMaestro-Actor: {actor}\nMaestro-Correlation: {correlation}"
+    trailers = (f"Maestro-Events: {first}-{last}\nMaestro-Path: {path}\nMaestro-Actor: {actor}\n"
+                f"Maestro-Correlation: {correlation}")
     return f"{title or title_of(lines)}\n\n{body}\n\n{trailers}\n" if body else f"{title}\n\n{trailers}\n"

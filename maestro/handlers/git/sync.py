@@ -40,6 +40,7 @@ from maestro.events.git import (
 from maestro.events.model import Event, Metadata
 from maestro.events.store import NO_STREAM, EventStore
 from maestro.handlers.catalog.apply import ApplyInterrupted
+from maestro.handlers.catalog.history import TABLE_EVENTS
 from maestro.handlers.catalog.service import CatalogService
 from maestro.handlers.git import inbound
 from maestro.handlers.git.outbound import EventReader, Outbound, versions_in
@@ -169,7 +170,7 @@ class GitSync:
             local = head  # the remote moved: start from it; unpushed commits are made again
         # Whatever a crashed cycle left half-written goes: the tree is exactly the branch's commit.
         await git.reset(branch, local)
-        last = await git.last_maestro_commit("HEAD", email) if local else None
+        last = await git.last_maestro_commit("HEAD", email, target.prefix or ".") if local else None
         covered = last.positions()[1] if last is not None and last.positions() else None
         if fetched and head is not None:
             await self._record_pushed(git, target, head)
@@ -215,6 +216,7 @@ class GitSync:
         meta = Metadata(actor=actor, correlation_id=f"git-{head}", extra={"git_commit": head})
         shas = [c.sha for c in people]
         authors = list(dict.fromkeys(f"{c.author_name} <{c.author_email}>" for c in people))
+        start = await self.store.head_position()
         try:
             done = await inbound.apply_tree(self.catalog, root, git.workdir, covered, meta)
         except inbound.CommitRefused as exc:
@@ -225,9 +227,12 @@ class GitSync:
         except (ApplyInterrupted, ConcurrencyConflict) as exc:
             log.warning("applying a commit was interrupted; retrying", extra={"sha": head, "error": str(exc)})
             return False
+        made = await self.store.read_all(start, 100_000, TABLE_EVENTS)
+        tables = {r.stream_id.removeprefix("table-"): r.version for r in made
+                  if r.metadata.correlation_id == meta.correlation_id}
         await self._append(target, GitCommitApplied(
             repo_key=target.key, sha=head, commits=shas, authors=authors, plan=done.plan,
-            summary=done.summary, kept=done.kept), meta)
+            summary=done.summary, kept=done.kept, tables=tables), meta)
         return True
 
     async def _actor(self, email: str) -> str:
@@ -250,7 +255,7 @@ class GitSync:
         span_of = f"{since}..{head}" if since and await git.rev(since) and await git.is_ancestor(since, head) else head
         for commit in await git.log(span_of):
             span = commit.positions()
-            if not commit.by_maestro(email) or span is None or (recorded is not None and span[1] <= recorded):
+            if not commit.by_maestro(email, target.prefix or ".") or span is None or (recorded is not None and span[1] <= recorded):
                 continue
             tables = await versions_in(self.store, span[0], span[1])
             await self._append(target, GitCommitted(
