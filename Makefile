@@ -43,6 +43,7 @@ bench: setup localstack
 	$(BIN)/python -m bench.bench_import_e2e
 	$(BIN)/python -m bench.bench_db_export
 	$(BIN)/python -m bench.bench_callbacks
+	$(BIN)/python -m bench.bench_git
 
 # Regenerate sql/schema.sql from the numbered migrations (tests fail until it matches).
 schema: setup

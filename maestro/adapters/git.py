@@ -210,6 +210,7 @@ class Git:
         if (self.workdir / ".git").is_dir():
             current = (await self.run("config", "--get", "remote.origin.url", check=False)).strip()
             if current == self.url:
+                self._drop_stale_locks()
                 return
             shutil.rmtree(self.workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -217,6 +218,14 @@ class Git:
         for key, value in (("core.autocrlf", "false"), ("core.quotepath", "off"), ("gc.auto", "256"),
                            ("remote.origin.url", self.url)):
             await self.run("config", key, value)
+
+    def _drop_stale_locks(self) -> None:
+        """A git command killed half-way (a ``kill -9`` of Maestro, a timeout) leaves its lock
+        files, and every later command would fail on them. The clone is this worker's alone and
+        no command of it is running between cycles, so any lock left is stale."""
+        git_dir = self.workdir / ".git"
+        for lock in [git_dir / "index.lock", git_dir / "HEAD.lock", *(git_dir / "refs").rglob("*.lock")]:
+            lock.unlink(missing_ok=True)
 
     async def fetch(self, branch: str) -> str | None:
         """Fetch ``branch``; its head, or None when the remote has no branch at all (an empty

@@ -114,3 +114,15 @@ def test_maestro_commits_are_known_by_committer_and_trailer() -> None:
     assert not forged.by_maestro("maestro@x")
     person = Commit("s", "Ana", "ana@x", "Maestro", "maestro@x", "", "", "Fix")
     assert person.positions() is None and not person.by_maestro("maestro@x")
+
+
+def test_a_refused_commit_is_a_slack_notice() -> None:
+    from maestro.events.git import GitCommitRefused
+    from maestro.handlers.notify.slack_blocks import Links
+    from maestro.handlers.notify.slack_messages import NOTICE_EVENT_TYPES, NoticeContext, slack_notices
+
+    event = GitCommitRefused(repo_key="k", sha="0123456789abcdef", commits=["0123456789abcdef"],
+                             reason="1 problem(s) in the commit; nothing was applied")
+    [notice] = slack_notices(event, NoticeContext(Links(None)), key="git-k@3")
+    assert "GitCommitRefused" in NOTICE_EVENT_TYPES
+    assert notice.kind == "git_refused" and notice.text.startswith("Commit 0123456789ab was refused")

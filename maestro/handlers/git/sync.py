@@ -94,6 +94,7 @@ class GitSync:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self.cycles = 0  # completed cycles (tests and benches wait on it)
+        self.behind = False  # the last cycle could not fetch or push: commits wait in the clone
         self.last_error: MaestroError | Exception | None = None
 
     # ---------------------------------------------------------------- lifecycle
@@ -124,14 +125,18 @@ class GitSync:
             self._wake.clear()
             timeout: float | None = None
             try:
+                self.behind = False
                 again = await self.cycle()
                 self.last_error = None
-                delay = 1.0
                 target = self.target()
                 if again:
                     timeout = 0.0
                 elif target is not None and target.mode == "sync":
                     timeout = target.poll_interval
+                if self.behind:  # the remote did not answer: try again soon, backing off
+                    timeout, delay = min(timeout or delay, delay), min(delay * 2, MAX_RETRY)
+                else:
+                    delay = 1.0
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # never a silent end: say it, wait, start over
@@ -164,7 +169,7 @@ class GitSync:
             head = await git.fetch(branch)
         except GitError as exc:
             await self._failed(target, "fetch", exc)
-            fetched = False
+            fetched, self.behind = False, True
         local = await git.rev(f"refs/heads/{branch}")
         if fetched and head is not None and (local is None or not await git.is_ancestor(head, local)):
             local = head  # the remote moved: start from it; unpushed commits are made again
@@ -197,6 +202,7 @@ class GitSync:
                 if exc.kind == "rejected":
                     return True
                 await self._failed(target, "push", exc)
+                self.behind = True
                 return False
             await self._record_pushed(git, target, mine)
         await self._recovered(target, mine)
