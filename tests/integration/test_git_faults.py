@@ -46,6 +46,8 @@ async def test_a_remote_that_does_not_exist_is_a_clear_error(runtime: Runtime, t
     status = await _status(runtime)
     assert status["state"] == "error" and status["error"]["kind"] == "not_found"
     assert status["last_commit"] is None
+    [audited] = await runtime.audit.query(types=["GitSyncFailed"])  # what GET /api/v1/audit shows
+    assert audited.metadata["actor"] == "system:git" and audited.data["kind"] == "not_found"
 
 
 async def test_a_branch_that_does_not_exist_names_the_ones_that_do(runtime: Runtime, tmp_path: Path) -> None:
