@@ -126,3 +126,26 @@ async def test_remote_moved_means_fetch_then_our_commits_on_top(runtime: Runtime
     assert [c["subject"] for c in commits] == ["Create sales.orders", "Add a README", "Export the catalog: 0 tables"]
     assert files(tmp_path / "remote.git") == [".maestro-export", "README.md", "sales/orders.sql"]
     git(tmp_path / "remote.git", "fsck", "--no-progress")
+
+
+async def test_frequencies_and_datasets_are_commits_too(runtime: Runtime, tmp_path: Path) -> None:
+    from maestro.events.catalog import DatasetRegistered
+
+    url = bare(tmp_path / "remote.git")
+    await configure(runtime, url)
+    sync = worker(runtime, tmp_path / "data")
+    await settled(sync)
+    ana = await person(runtime, "Ana Lima", "ana@example.com")
+    frequency = await runtime.catalog.create_frequency(FrequencySpec(name="daily", period=86400), ana)
+    await settled(sync)
+    await runtime.catalog.update_frequency(frequency, {"offset": 3600}, Metadata(actor=ana.actor))
+    await settled(sync)
+    await runtime.catalog.register_dataset(DatasetRegistered(dataset="sales", description="Sales"), Metadata(actor=ana.actor))
+    await settled(sync)
+    remote = tmp_path / "remote.git"
+    assert [c["subject"] for c in log(remote)][:3] == [
+        "Register dataset sales", "Update frequency daily (offset)", "Create frequency daily"]
+    import yaml
+
+    assert yaml.safe_load(show(remote, "frequencies.yaml"))[frequency]["offset"] == 3600
+    assert yaml.safe_load(show(remote, "datasets.yaml")) == {"sales": {"project": None, "description": "Sales"}}
