@@ -50,6 +50,7 @@ bench: setup localstack
 	$(BIN)/python -m bench.bench_callbacks
 	$(BIN)/python -m bench.bench_ui
 	$(BIN)/python -m bench.bench_slack
+	$(BIN)/python -m bench.bench_git
 
 # Regenerate sql/schema.sql from the numbered migrations (tests fail until it matches).
 schema: setup

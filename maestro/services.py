@@ -20,6 +20,8 @@ from maestro.events.config import ConfigNotApplied
 from maestro.events.model import Metadata
 from maestro.events.store import ANY_VERSION
 from maestro.handlers.notify.exports import ExportContext, ExportPolicy
+from maestro.handlers.git.reactor import GitReactor
+from maestro.handlers.git.sync import GitSync
 from maestro.handlers.notify.wiring import Notify, build_notify
 from maestro.handlers.transfers.db_export import ExportLimits
 from maestro.handlers.runs.imports import ImportContext
@@ -295,6 +297,8 @@ async def start_services(runtime: Runtime, *, stack: localstack.LocalStack | Non
                 limits=ExportLimits.from_settings(settings), sheets_endpoint=settings.sheets_endpoint),
             config=runtime.config,
         )
+        # The catalog's repository (docs/git.md): a reactor like the others, on the leader only.
+        services.notify.host.add(GitReactor(GitSync(runtime.store, runtime.catalog, runtime.config, settings.data_dir)))
     runtime.bigquery = jobs
     runtime.services = services
     if runtime.config is not None:

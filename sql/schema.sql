@@ -289,6 +289,43 @@ CREATE SEQUENCE public.events_position_seq
     CACHE 1;
 
 --
+-- Name: git_status; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.git_status (
+    repo_key text NOT NULL,
+    branch text DEFAULT ''::text NOT NULL,
+    last_commit_sha text,
+    last_commit_title text,
+    last_commit_position bigint,
+    last_commit_at timestamp with time zone,
+    last_applied_sha text,
+    last_applied_summary text,
+    last_applied_at timestamp with time zone,
+    refused_sha text,
+    refused_reason text,
+    refused_at timestamp with time zone,
+    error_stage text,
+    error_kind text,
+    error text,
+    error_at timestamp with time zone,
+    last_sync_at timestamp with time zone,
+    updated_at timestamp with time zone NOT NULL
+);
+
+--
+-- Name: git_table_versions; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.git_table_versions (
+    repo_key text NOT NULL,
+    table_id text NOT NULL,
+    version integer NOT NULL,
+    sha text NOT NULL,
+    "position" bigint NOT NULL
+);
+
+--
 -- Name: group_members; Type: TABLE; Schema: public; Owner: -
 --
 
@@ -538,6 +575,20 @@ ALTER TABLE ONLY public.deliveries
 
 ALTER TABLE ONLY public.events
     ADD CONSTRAINT events_pkey PRIMARY KEY (stream_id, version);
+
+--
+-- Name: git_status git_status_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.git_status
+    ADD CONSTRAINT git_status_pkey PRIMARY KEY (repo_key);
+
+--
+-- Name: git_table_versions git_table_versions_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.git_table_versions
+    ADD CONSTRAINT git_table_versions_pkey PRIMARY KEY (table_id, version, repo_key);
 
 --
 -- Name: group_members group_members_pkey; Type: CONSTRAINT; Schema: public; Owner: -

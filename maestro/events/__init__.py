@@ -22,6 +22,7 @@ from maestro.events import imports as _imports  # noqa: E402,F401
 from maestro.events import login_links as _login_links  # noqa: E402,F401
 from maestro.events import runs as _runs  # noqa: E402,F401
 from maestro.events import digests as _digests  # noqa: E402,F401
+from maestro.events import git as _git  # noqa: E402,F401
 from maestro.events import users as _users  # noqa: E402,F401
 
 __all__ = [

@@ -212,12 +212,82 @@ class SlackSection(Section):
         _http_url(value, what="webhook URL", echo=False)
 
 
-class GitSection(Section):
-    secret_fields = ("token",)
-    required = ("repo_url", "token")
+_SCP_LIKE = re.compile(r"[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[^\s]+")
+_REF_BAD = re.compile(r"[\x00-\x20~^:?*\[\\\x7f]|\.\.|@\{|//|^/|/$|\.lock$|^-|\.$|^@$")
+_PREFIX_PART = re.compile(r"[A-Za-z0-9_.-]+")
 
-    repo_url: HttpUrl | None = Field(None, description="https URL of the repository (no credentials)")
-    branch: str = Field("main", min_length=1, max_length=255)
+
+def _git_url(value: str) -> str:
+    """Any git remote: https (http only to this machine), ssh (``ssh://`` or ``user@host:path``)
+    or ``file://``. Never credentials in it: a token or a key goes in the secret fields, so the
+    URL can be shown, logged and written to the clone's config."""
+    value = value.strip()
+    if _SCP_LIKE.fullmatch(value) and "://" not in value:
+        return value
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        raise ValueError("the repository URL does not parse") from None
+    if parts.scheme in ("https", "http"):
+        return _http_url(value, what="repository URL", echo=False)
+    if parts.scheme == "ssh":
+        if not parts.hostname or parts.password is not None:
+            raise ValueError("an ssh:// URL names a host and no password (the key goes in ssh_key)")
+        return value
+    if parts.scheme == "file":
+        if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
+            raise ValueError("a file:// URL names an absolute path: file:///srv/git/catalog.git")
+        return value
+    raise ValueError("the repository URL must be https://, ssh://, user@host:path or file://")
+
+
+def _branch(value: str) -> str:
+    if _REF_BAD.search(value):
+        raise ValueError(f"{value!r} is not a valid branch name")
+    return value
+
+
+def _path_prefix(value: str) -> str:
+    value = value.strip().strip("/")
+    if value and not all(_PREFIX_PART.fullmatch(p) and p not in (".", "..") for p in value.split("/")):
+        raise ValueError("path_prefix: a relative folder (letters, digits, '_', '.', '-'), no '..'")
+    return value
+
+
+class GitSection(Section):
+    """The catalog's repository (docs/git.md): Maestro commits every change to ``branch`` under
+    ``path_prefix``; in mode ``sync`` it also applies what people commit there."""
+
+    secret_fields = ("token", "ssh_key", "webhook_secret")
+    required = ("repo_url",)
+
+    repo_url: Annotated[str, AfterValidator(_git_url)] | None = Field(
+        None, description="the remote: https://, ssh://, user@host:path or file:// (no credentials in it)"
+    )
+    branch: Annotated[str, AfterValidator(_branch)] = Field("main", min_length=1, max_length=255)
+    path_prefix: Annotated[str, AfterValidator(_path_prefix)] = Field(
+        "", max_length=255, description="folder of the repository that holds the catalog ('' = its root)"
+    )
+    mode: Literal["push", "sync"] = Field(
+        "push", description="push: publish the catalog; sync: also apply the commits people push"
+    )
+    poll_interval: int = Field(60, ge=5, le=86400, description="seconds between fetches in mode sync")
+    username: str = Field(
+        "x-access-token", min_length=1, max_length=255, description="https user name sent with the token"
+    )
+    committer_name: str = Field("Maestro", min_length=1, max_length=255)
+    committer_email: Email = "maestro@localhost"
+    ssh_known_hosts: str = Field(
+        "", max_length=65536, description="known_hosts lines for an ssh remote (empty: trust on first use)"
+    )
+
+    @classmethod
+    def check_secret(cls, field: str, value: str) -> None:
+        super().check_secret(field, value)
+        if field == "ssh_key" and "PRIVATE KEY" not in value:
+            raise ValueError("is not a private key (paste the whole key file, BEGIN ... PRIVATE KEY)")
+        if field == "token" and any(c.isspace() for c in value.strip()):
+            raise ValueError("must not contain spaces")
 
 
 class OAuthSection(Section):

@@ -8,7 +8,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from maestro.http import catalog, config, datasets, deliveries, history, imports, loads, ops, runs
-from maestro.http import access, costs, legacy, login, people, slack, table_info, ui
+from maestro.http import access, costs, git, legacy, login, people, slack, table_info, ui
 from maestro.http.auth import LIMITER, TRUSTED_PROXIES, auth_middleware
 from maestro.http.errors import error_middleware
 from maestro.http.forwarded import parse_networks
@@ -66,4 +66,5 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> web.App
     ui.add_routes(app)
     table_info.add_routes(app)
     legacy.add_routes(app)
+    git.add_routes(app)
     return app

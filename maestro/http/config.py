@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel, SecretStr, create_
 from maestro.errors import NotFound, ValidationFailed
 from maestro.events.config import SECTIONS, SINGLE_SECTIONS, DatabaseName
 from maestro.handlers.config.service import ConfigService, public_view
+from maestro.handlers.git.status import git_status
 from maestro.http.auth import principal
 from maestro.http.keys import RUNTIME
 from maestro.http.routing import Route, register, routes
@@ -57,7 +58,10 @@ async def list_config(request: web.Request) -> web.Response:
 
 async def get_section(request: web.Request) -> web.Response:
     section = _section(request)
-    return json_response(public_view(section, await _service(request).current(section)))
+    view = public_view(section, await _service(request).current(section))
+    if section == "git":  # the repository's last sync, its commit and any error (docs/git.md)
+        view["status"] = await git_status(request.app[RUNTIME].pool, request.app[RUNTIME].config.get("git"))
+    return json_response(view)
 
 
 async def put_section(request: web.Request) -> web.Response:

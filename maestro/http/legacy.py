@@ -179,7 +179,6 @@ async def load_external(request: web.Request) -> web.Response:
 
 
 ROUTES = routes(
-    Route("GET", "/tables", list_tables, "(original API) Live tables", query=TablesQuery, rule="read", tag="original"),
     Route("GET", "/table/{table_id}", get_table, "(original API) A table with Parents, Extracts, UploadURL",
           rule="read", tag="original"),
     Route("GET", "/table/{name}/id", table_id_by_name, "(original API) The number of dataset.name", rule="read", tag="original"),
@@ -191,10 +190,26 @@ ROUTES = routes(
           rule="write", tag="original", errors=(502, 503)),
     Route("GET", "/table/{table_id}/run", run_table, "(original API) Run the table now (API token only)",
           rule="write", tag="original"),
-    Route("GET", "/runs", list_runs, "(original API) Runs, 20 a page (p=N)", query=PageQuery, rule="read", tag="original"),
 )
 _LEGACY = set(ROUTES)
 _WRITES_ON_GET = {r for r in ROUTES if r.method == "GET" and r.rule == "write"}
+
+
+def speaks_original(request: web.Request) -> bool:
+    """A client of the original API: it sends ``X-Api-Token`` (a browser never does), or asks for
+    JSON. ``GET /tables`` and ``GET /runs`` are both the UI's pages and the original's lists."""
+    accept = request.headers.get("Accept", "")
+    return "X-Api-Token" in request.headers or (accept.startswith("application/json") and "text/html" not in accept)
+
+
+def negotiated(page: Handler, original: Handler) -> Handler:
+    """One path, two answers: the original API's JSON for its clients, else the UI's page (both
+    under the route's one rule, ``read``)."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return await (original if speaks_original(request) else page)(request)
+
+    return handler
 
 
 @web.middleware

@@ -7,6 +7,7 @@ from maestro.projections.catalog import CatalogProjection
 from maestro.projections.config import ConfigProjection
 from maestro.projections.costs import CostsProjection
 from maestro.projections.deliveries import DeliveriesProjection
+from maestro.projections.git import GitProjection
 from maestro.projections.runs import RunsProjection
 from maestro.projections.sessions import SessionsProjection
 from maestro.projections.streams import StreamsProjection
@@ -25,4 +26,5 @@ def all_projections() -> list[Projection]:
         StreamsProjection(),
         CostsProjection(),
         DeliveriesProjection(),
+        GitProjection(),
     ]

@@ -88,7 +88,20 @@ async def versions(store: EventStore, table_id: str) -> list[dict[str, Any]]:
         elif isinstance(r.event, TableRestored):
             entry["changes"] = {"deleted": False}
         versions.append(entry)
+    await _attach_commits(store, table_id, versions)
     return versions
+
+
+async def _attach_commits(store: EventStore, table_id: str, versions: list[dict[str, Any]]) -> None:
+    """Each version's commit in the catalog's repository (docs/git.md): the first commit holding
+    that version or a later one (one commit may hold several versions: an edit of the query and
+    the settings at once); None before it is committed, or without a repository."""
+    rows = await store.pool.fetch(
+        "SELECT version, sha FROM git_table_versions WHERE table_id = $1 ORDER BY version, position DESC",
+        table_id,
+    )
+    for entry in versions:
+        entry["commit"] = next((r["sha"] for r in rows if r["version"] >= entry["version"]), None)
 
 async def catalog_as_of(store: EventStore, as_of: dt.datetime) -> list[TableView]:
     """Every table that was live at ``as_of``, as it was then."""

@@ -45,6 +45,7 @@ NOTICE_EVENT_TYPES = frozenset({
     "JobFailed", "JobSkipped", "JobSucceeded", "RunFinished", "RunRetryRequested", "ImportSchemaChanged",
     "DeliveryFailed", "LoginDenied", "UserSignedUp", "ApiTokenCreated", "ApiTokenRevoked",
     "ConfigChanged", "ConfigSecretsRotated", "ConfigSecretsCleared", "ConfigRemoved", "CostDigestCompiled",
+    "GitCommitRefused",
 })
 _ICON = {"failed": ":x:", "succeeded": ":white_check_mark:", "skipped": ":heavy_minus_sign:",
          "cancelled": ":no_entry_sign:"}
@@ -286,6 +287,12 @@ def slack_notices(event: Event, ctx: NoticeContext, *, key: str = "") -> list[No
                         f"API token {ctx.subject or event.token_id} revoked.")]
     if isinstance(event, ConfigChanged | ConfigSecretsRotated | ConfigSecretsCleared | ConfigRemoved):
         return [n] if (n := _config_notice(event, ctx, key)) else []
+    if type(event).__name__ == "GitCommitRefused":  # maestro.events.git; docs/git.md
+        sha = str(getattr(event, "sha", ""))[:12]
+        reason = str(getattr(event, "reason", ""))
+        return [_simple("git_refused", key, "A commit on the catalog's branch was refused",
+                        f":x: Commit `{escape(sha)}` on the catalog's branch was refused; nothing of it was "
+                        f"applied: {escape(reason)}", f"Commit {sha} was refused: {reason}")]
     if isinstance(event, CostDigestCompiled):
         from maestro.handlers.notify.cost_digest import digest_notice  # it builds on this module
 

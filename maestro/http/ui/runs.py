@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from maestro.errors import NotFound, ValidationFailed
 from maestro.events.model import now
+from maestro.http import legacy
 from maestro.http.keys import RUNTIME
 from maestro.http.routing import Route, routes
 from maestro.http.ui import svg
@@ -103,6 +104,7 @@ async def run_page(request: web.Request) -> web.Response:
 
 
 ROUTES = routes(
-    Route("GET", "/runs", runs_page, "Page: runs", rule="read", tag="ui", content_type="text/html"),
+    Route("GET", "/runs", legacy.negotiated(runs_page, legacy.list_runs),
+          "Page: runs (with X-Api-Token: the original API's JSON list)", rule="read", tag="ui", content_type="text/html"),
     Route("GET", "/runs/{run_id}", run_page, "Page: one run", rule="read", tag="ui", content_type="text/html"),
 )

@@ -14,6 +14,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from maestro.errors import ValidationFailed
+from maestro.http import legacy
 from maestro.http.keys import RUNTIME
 from maestro.http.routing import Route, routes
 from maestro.http.ui import tables_query
@@ -104,7 +105,8 @@ async def table_page(request: web.Request) -> web.Response:
 
 
 ROUTES = routes(
-    Route("GET", "/tables", tables_page, "Page: the tables", rule="read", tag="ui", content_type="text/html"),
+    Route("GET", "/tables", legacy.negotiated(tables_page, legacy.list_tables),
+          "Page: the tables (with X-Api-Token: the original API's JSON list)", rule="read", tag="ui", content_type="text/html"),
     Route("GET", "/tables/new", new_table_page, "Page: a new table", rule="read", tag="ui", content_type="text/html"),
     Route("GET", "/tables/{table_id}", table_page, "Page: one table", rule="read", tag="ui", content_type="text/html"),
 )

@@ -1,0 +1,1 @@
+"""Git: the catalog as a repository, both ways (docs/git.md)."""
