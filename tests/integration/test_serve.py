@@ -78,8 +78,10 @@ async def test_serve_embedded_persists_and_shuts_down_cleanly(tmp_path: Path) ->
         assert token_file.stat().st_mode & 0o777 == 0o600
         token = token_file.read_text().strip()
         events = _get(f"http://127.0.0.1:{port}/api/v1/events", token)["events"]
-        # The token acts as the service user bootstrap-admin, an administrator made for it.
-        assert [e["type"] for e in events] == ["ServiceUserCreated", "ApiTokenCreated"]
+        # The token acts as the service user bootstrap-admin, an administrator made for it; with
+        # no identity provider, start-up also makes a one-time login link for the UI.
+        assert [e["type"] for e in events] == ["ServiceUserCreated", "ApiTokenCreated", "LoginLinkCreated"]
+        assert "/login/link" in log.read_text()
         assert events[0]["data"] == {"user_id": "bootstrap-admin", "name": "bootstrap admin", "admin": True}
         assert "secret_hash" in events[1]["data"] and token.split("_")[-1] not in json.dumps(events)
         # Write one event straight through the embedded server's socket.
@@ -106,7 +108,10 @@ async def test_serve_embedded_persists_and_shuts_down_cleanly(tmp_path: Path) ->
         body = _wait_healthy(port, proc, log, down=["projection:streams"])
         assert "ProbeRecorded" in body["components"]["projection:streams"]["detail"]
         events = _get(f"http://127.0.0.1:{port}/api/v1/events", token)["events"]
-        assert [e["stream_id"] for e in events] == ["user-bootstrap-admin", "token-bootstrap", "probe-1"]
+        streams = [e["stream_id"] for e in events]
+        assert [s for s in streams if not s.startswith("login-link-")] == [
+            "user-bootstrap-admin", "token-bootstrap", "probe-1"]
+        assert len([s for s in streams if s.startswith("login-link-")]) == 2  # one link per start
     finally:
         assert _stop(proc) == 0
 
