@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING
 import asyncpg
 import pytest
 
+from dsns import with_database
+
 from maestro.adapters import embedded_pg, postgres
 from maestro.events.store import EventStore
 
@@ -32,14 +34,6 @@ if TYPE_CHECKING:
     from maestro.services import Services
 
 TEMPLATE = f"maestro_tpl_{os.getpid()}"
-
-
-def _with_database(dsn: str, database: str) -> str:
-    """Swap the database name of a DSN (URL form, with or without a host socket query)."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(dsn)
-    return urlunsplit(parts._replace(path="/" + database))
 
 
 @pytest.fixture(scope="session")
@@ -66,7 +60,7 @@ def pg_template(pg_admin_dsn: str) -> Iterator[str]:
             await conn.execute(f'CREATE DATABASE "{TEMPLATE}"')
         finally:
             await conn.close()
-        conn = await asyncpg.connect(_with_database(pg_admin_dsn, TEMPLATE))
+        conn = await asyncpg.connect(with_database(pg_admin_dsn, TEMPLATE))
         try:
             await postgres.migrate(conn)
         finally:
@@ -95,7 +89,7 @@ async def _database(admin_dsn: str, template: str | None = None) -> AsyncIterato
     finally:
         await admin.close()
     try:
-        yield _with_database(admin_dsn, name), name
+        yield with_database(admin_dsn, name), name
     finally:
         admin = await asyncpg.connect(admin_dsn)
         try:

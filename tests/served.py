@@ -21,9 +21,9 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+from dsns import with_database
 
 MAESTRO = str(Path(sys.executable).with_name("maestro"))
 
@@ -113,10 +113,6 @@ def stack_of(data_dir: Path) -> None:
         stack.stop_sync()
 
 
-def _with_database(dsn: str, database: str) -> str:
-    return urlunsplit(urlsplit(dsn)._replace(path="/" + database))
-
-
 @contextlib.contextmanager
 def served(admin_dsn: str, root: Path, **settings: str) -> Iterator[Served]:
     """A database of its own and a ``maestro serve`` on it, stopped and dropped afterwards."""
@@ -130,7 +126,7 @@ def served(admin_dsn: str, root: Path, **settings: str) -> Iterator[Served]:
             await conn.close()
 
     asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    server = Served(_with_database(admin_dsn, name), root / "data", **settings)
+    server = Served(with_database(admin_dsn, name), root / "data", **settings)
     try:
         server.start()
         yield server

@@ -7,6 +7,7 @@ import uuid
 from pathlib import Path
 
 import asyncpg
+from dsns import with_database
 import pytest
 
 from maestro.adapters import postgres
@@ -50,14 +51,12 @@ async def test_migrating_from_zero_equals_schema_sql(fresh_database, pg_admin_ds
     await conn.close()
     assert applied == [m.name for m in postgres.load_migrations()]
 
-    from conftest import _with_database
-
     name = f"maestro_schema_sql_{uuid.uuid4().hex[:8]}"  # two suites may share the server
     admin = await asyncpg.connect(pg_admin_dsn)
     await admin.execute(f'CREATE DATABASE "{name}"')
     await admin.close()
     try:
-        schema_dsn = _with_database(pg_admin_dsn, name)
+        schema_dsn = with_database(pg_admin_dsn, name)
         conn = await asyncpg.connect(schema_dsn)
         await conn.execute(SCHEMA_SQL.read_text())
         await conn.close()

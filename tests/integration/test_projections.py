@@ -7,7 +7,7 @@ import uuid
 
 import asyncpg
 import pytest
-from conftest import _with_database
+from dsns import with_database
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sample_events import BALANCES_DDL, AccountOpened, BalancesProjection, Deposited, Withdrawn
@@ -49,7 +49,7 @@ def test_incremental_equals_rebuild(pg_admin_dsn: str, pg_template: str, history
         admin = await asyncpg.connect(pg_admin_dsn)
         await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"')
         await admin.close()
-        dsn = _with_database(pg_admin_dsn, name)
+        dsn = with_database(pg_admin_dsn, name)
         pool = await postgres.create_pool(dsn, min_size=1, max_size=3)
         try:
             await pool.execute(BALANCES_DDL)
