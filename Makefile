@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # The local BigQuery + GCS stack (its own Python 3.13 environment; docs/local-stack.md).
 LOCALSTACK_STAMP := .venv-localbq/.setup-stamp
 
-.PHONY: run test test-fast bench schema lint clean setup localstack chromium
+.PHONY: run test test-fast bench schema lint clean setup localstack chromium sshd
 
 setup: $(STAMP)
 
@@ -26,14 +26,18 @@ $(LOCALSTACK_STAMP): scripts/setup-localstack.sh localstack/constraints-localbq.
 chromium:
 	bash scripts/install-chromium.sh
 
+# Debian's OpenSSH server for the Git-over-ssh tests (tests/ssh_server.py), installed only when missing.
+sshd:
+	bash scripts/install-sshd.sh
+
 run: setup localstack
 	$(BIN)/maestro serve
 
-test: setup localstack chromium
+test: setup localstack chromium sshd
 	$(BIN)/pytest
 
 # Skips the slow torture/crash tests; `make test` runs everything.
-test-fast: setup localstack chromium
+test-fast: setup localstack chromium sshd
 	$(BIN)/pytest -m "not slow"
 
 bench: setup localstack

@@ -9,7 +9,10 @@ says). Credentials never appear in a URL, an argument, a file of the clone or a 
   ``http.extraHeader`` (``GIT_CONFIG_COUNT``/``GIT_CONFIG_KEY_0``/``GIT_CONFIG_VALUE_0``), which git
   sends as ``Authorization: Basic`` — what GitHub, GitLab and Gitea take for a token;
 - an ssh key is written for the duration of one command into a private temporary folder (0600),
-  named by ``GIT_SSH_COMMAND``, and removed after it.
+  named by ``GIT_SSH_COMMAND``, and removed after it. The remote's host key must be one of the
+  configured ``known_hosts`` lines (no trust on first use: a first connection is exactly when a
+  man in the middle would be believed), and neither the machine's nor the user's ssh
+  configuration, keys, agent or known hosts take part.
 
 git's messages are read with ``LC_ALL=C`` and turned into :class:`GitError` with a ``kind``
 (``auth``, ``not_found``, ``branch_missing``, ``unreachable``, ``timeout``, ``rejected``,
@@ -23,6 +26,7 @@ import base64
 import contextlib
 import os
 import re
+import shlex
 import shutil
 import signal
 import tempfile
@@ -56,7 +60,7 @@ class Credentials:
     token: str | None = None
     username: str = "x-access-token"
     ssh_key: str | None = None
-    known_hosts: str = ""  # lines of a known_hosts file; empty: trust on first use (kept per clone)
+    known_hosts: str = ""  # lines of a known_hosts file: the only host keys an ssh remote may have
 
     def secrets(self) -> list[str]:
         return [s for s in (self.token, self.ssh_key) if s]
@@ -86,6 +90,9 @@ _KINDS: tuple[tuple[str, str], ...] = (
     ("unable to access", "unreachable"),
     ("the requested url returned error: 5", "unreachable"),
 )
+_HOST_KEY = "host key verification failed"
+_HOST_KEY_LEAD = ("the ssh remote's host key is not one of ssh_known_hosts (unknown or changed), "
+                  "so ssh stopped before authenticating")
 _EXPLAIN = {
     "auth": "the remote refused the credentials",
     "not_found": "no repository at that URL",
@@ -117,6 +124,7 @@ class Git:
         self.timeout = timeout
         self.last_returncode: int | None = None
         self.last_stderr = ""
+        self._ssh_folder: str | None = None  # the current command's key folder, named in ssh's messages
 
     # ---------------------------------------------------------------- running
     def _base_env(self) -> dict[str, str]:
@@ -144,26 +152,40 @@ class Git:
     @contextlib.contextmanager
     def _ssh(self, env: dict[str, str]) -> Iterator[None]:
         creds = self.credentials
-        known = self.workdir.parent / "known_hosts"
         folder = Path(tempfile.mkdtemp(prefix="maestro-ssh-"))  # 0700
         try:
-            options = ["-o", "BatchMode=yes", "-o", "ConnectTimeout=15"]
-            if creds.known_hosts.strip():
-                pinned = folder / "known_hosts"
-                pinned.write_text(creds.known_hosts.strip() + "\n")
-                options += ["-o", f"UserKnownHostsFile={pinned}", "-o", "StrictHostKeyChecking=yes"]
-            else:
-                options += ["-o", f"UserKnownHostsFile={known}", "-o", "StrictHostKeyChecking=accept-new"]
+            pinned = folder / "known_hosts"  # empty when none is configured: every host is refused
+            pinned.write_text(creds.known_hosts.strip() + "\n" if creds.known_hosts.strip() else "")
+            # -F /dev/null: no ssh_config (the machine's or the user's, which ssh finds from the
+            # password database, not $HOME); no agent; only the pinned host keys.
+            options = ["-F", os.devnull, "-o", "BatchMode=yes", "-o", "ConnectTimeout=15",
+                       "-o", "IdentityAgent=none", "-o", f"UserKnownHostsFile={pinned}",
+                       "-o", f"GlobalKnownHostsFile={os.devnull}", "-o", "StrictHostKeyChecking=yes",
+                       "-o", "UpdateHostKeys=no", "-o", "IdentitiesOnly=yes"]
             if creds.ssh_key:
                 key = folder / "key"
                 fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
                 with os.fdopen(fd, "w") as handle:
                     handle.write(creds.ssh_key.strip() + "\n")
-                options += ["-i", str(key), "-o", "IdentitiesOnly=yes"]
-            env["GIT_SSH_COMMAND"] = " ".join(["ssh", *options])
+                options += ["-i", str(key)]  # with an -i, ssh tries none of its default key files
+            else:
+                options += ["-o", "IdentityFile=none"]  # not the keys in the user's ~/.ssh
+            # git runs GIT_SSH_COMMAND through the shell: every word quoted (a TMPDIR with a space).
+            env["GIT_SSH_COMMAND"] = shlex.join(["ssh", *options])
+            self._ssh_folder = str(folder)
             yield
         finally:
+            self._ssh_folder = None
             shutil.rmtree(folder, ignore_errors=True)
+
+    def _detail(self, stderr: str) -> str:
+        """git's message for an error: no secret, and the same text for the same failure (ssh names
+        its known_hosts file, a new temporary folder each time, and ends lines with CR LF)."""
+        text = stderr.replace("\r\n", "\n").strip()
+        if self._ssh_folder:
+            text = text.replace(f"{self._ssh_folder}/known_hosts", "ssh_known_hosts")
+            text = text.replace(self._ssh_folder, "<key folder>")
+        return _redact(text, self.credentials.secrets())[-600:]
 
     async def run(self, *args: str, stdin: str | None = None, env: Mapping[str, str] | None = None,
                   remote: bool = False, check: bool = True, cwd: Path | None = None) -> str:
@@ -198,9 +220,9 @@ class Git:
         self.last_stderr = err.decode("utf-8", "replace")
         self.last_returncode = proc.returncode
         if check and proc.returncode != 0:
-            detail = _redact(self.last_stderr.strip(), self.credentials.secrets())[-600:]
+            detail = self._detail(self.last_stderr)
             kind = classify(detail)
-            lead = _EXPLAIN.get(kind, f"git {args[0]} failed")
+            lead = _HOST_KEY_LEAD if _HOST_KEY in detail.lower() else _EXPLAIN.get(kind, f"git {args[0]} failed")
             raise GitError(f"{lead}: {detail}" if detail else lead, kind, command=args[0])
         return text
 

@@ -278,7 +278,8 @@ class GitSection(Section):
     committer_name: str = Field("Maestro", min_length=1, max_length=255)
     committer_email: Email = "maestro@localhost"
     ssh_known_hosts: str = Field(
-        "", max_length=65536, description="known_hosts lines for an ssh remote (empty: trust on first use)"
+        "", max_length=65536,
+        description="known_hosts lines for an ssh remote: the only host keys it may show (none: ssh is refused)",
     )
 
     @classmethod
