@@ -167,6 +167,16 @@ async def test_a_timeout_is_retried(world: World) -> None:
     assert second.event.status_code == 200
 
 
+async def test_a_retry_after_past_the_deadline_ends_the_delivery_after_one_attempt(world: World) -> None:
+    table_id, secret = await _table(world, "far-future")
+    world.receiver.secret = secret
+    world.receiver.plan = [(503, {"Retry-After": "999999999999"})]
+    run = await _run(world, table_id)
+    delivery = await _delivery(world, run["id"])
+    assert delivery["status"] == "failed" and delivery["reason"] == "exhausted", delivery
+    assert delivery["attempts"] == 1 and len(world.receiver.received) == 1
+
+
 async def test_gone_disables_the_endpoint_until_enabled_and_redelivered(world: World) -> None:
     table_id, secret = await _table(world, "gone")
     world.receiver.secret = secret
