@@ -162,7 +162,7 @@ class Services:
 
     async def _step_down(self) -> None:
         if self.notify is not None:
-            await self.notify.stop("stopped: this process no longer leads (leader lock or database lost)")
+            await self.notify.stop("another replica runs the reactors (this process no longer leads)")
         await self.runner.stop()
         self.is_leader = False
         await self.leader.release()
