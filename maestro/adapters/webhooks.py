@@ -33,6 +33,8 @@ from standardwebhooks.webhooks import Webhook
 
 from maestro.errors import ValidationFailed
 
+# At most this much of a receiver's answer is read (its body is not used).
+MAX_ANSWER_BYTES = 64 * 1024
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -212,7 +214,12 @@ class WebhookClient:
                 url, data=body, headers=headers, allow_redirects=False,
                 timeout=aiohttp.ClientTimeout(total=timeout),
             ) as response:
-                await response.read()  # the whole answer, so the connection can be reused
+                # The body is not used; a receiver (any URL a table writer types) could stream
+                # gigabytes within the timeout. Read a bounded amount so a short answer leaves the
+                # connection reusable, and drop the connection when there is more.
+                await response.content.read(MAX_ANSWER_BYTES)
+                if not response.content.at_eof():
+                    response.close()
                 return PostResult(response.status, took(),
                                   retry_after=retry_after_seconds(response.headers.get("Retry-After")))
         except aiohttp.ClientConnectorError as exc:

@@ -92,3 +92,24 @@ async def test_send_time_checks_every_resolved_address() -> None:
         assert len(receiver.received) == 1
     finally:
         await receiver.stop()
+
+
+async def test_an_endless_answer_is_not_read_past_a_bound() -> None:
+    """The answer's body is not used: at most 64 KiB of it is read, so a receiver that streams
+    without end can neither exhaust memory nor hold the attempt until its timeout."""
+    receiver = await Receiver(plan=[("endless", 200), 200]).start()
+    try:
+        body = b'{"x": 1}'
+        headers = signed_headers("whsec_" + "A" * 44, "msg_1", body.decode())
+        client = WebhookClient(parse_networks(["127.0.0.1"]))
+        try:
+            result = await client.post(receiver.url, body, headers, timeout=5)
+            assert result.status == 200 and result.error is None, result
+            # The unfinished connection was not pooled: the next request works on a new one.
+            again = await client.post(receiver.url, body, headers, timeout=5)
+            assert again.status == 200, again
+        finally:
+            await client.close()
+        assert len(receiver.received) == 2
+    finally:
+        await receiver.stop()
