@@ -278,3 +278,27 @@ async def test_a_table_larger_than_a_protocol_packet_loads_whole(storage: Any, t
     result = await export_table(target, spec(), SCHEMA, [uri], storage, export_id="r16")
     assert result.rows == count
     assert (await fetch(target, "SELECT count(*), sum(length(label)) FROM sales"))[0] == (count, count * 608)
+
+
+async def test_concurrent_first_exports_into_a_fresh_schema_both_succeed(storage: Any, fresh_database) -> None:
+    """Two tables of one run export at once into a schema that has no marker table yet (and two
+    upserts create one target table at once): neither waits for the other's whole COPY only to
+    fail on the catalog's unique index."""
+    target = ExportDatabase("mart", "postgres", fresh_database[0], None, export=True)
+    big = [await put_object(storage, rows_csv(1 + i * 60_000, 60_000, "r"), "csv") for i in range(2)]
+
+    def named(name: str, **export: Any) -> TableSpec:
+        return TableSpec.model_validate({**spec(**export).model_dump(), "name": name})
+
+    first, second = await asyncio.gather(
+        export_table(target, named("sales"), SCHEMA, big, storage, export_id="run-20/sales"),
+        export_table(target, named("refunds"), SCHEMA, big[:1], storage, export_id="run-20/refunds"),
+    )
+    assert (first.rows, second.rows) == (120_000, 60_000)
+    upsert = {"mode": "upsert", "key_columns": ["id"]}
+    a, b = await asyncio.gather(
+        export_table(target, named("merged", **upsert), SCHEMA, big[:1], storage, export_id="run-21/merged"),
+        export_table(target, named("merged", **upsert), SCHEMA, big[1:], storage, export_id="run-22/merged"),
+    )
+    assert a.rows == b.rows == 60_000
+    assert await fetch(target, "SELECT count(*) FROM merged") == [(120_000,)]
