@@ -302,3 +302,32 @@ async def test_concurrent_first_exports_into_a_fresh_schema_both_succeed(storage
     )
     assert a.rows == b.rows == 60_000
     assert await fetch(target, "SELECT count(*) FROM merged") == [(120_000,)]
+
+
+async def test_mysql_sends_no_local_file_but_the_one_being_loaded(tmp_path) -> None:
+    """The server names the file a LOAD DATA LOCAL sends. Asked (by a real MariaDB, here through
+    a statement naming another path) for anything but the spooled file, the connection refuses
+    and closes; outside a load every request is refused."""
+    from maestro.adapters.targets import mysql as mysql_target
+
+    secret = tmp_path / "secret.txt"
+    secret.write_text("1\tleaked\n")
+    spooled = tmp_path / "spooled.tsv"
+    spooled.write_text("2\tmine\n")
+    async with mysql_database() as target:
+        await mysql_fetch(target, "CREATE TABLE t (id INT, v TEXT)")
+        load = "LOAD DATA LOCAL INFILE %s INTO TABLE t"
+        async with mysql_target.open_target(target.dsn) as writer:
+            with writer._conn.loading(spooled):
+                with pytest.raises(ExportFailed) as refused:
+                    await writer._run(load, (str(secret),))
+            assert refused.value.reason == "target_refused" and "other than the one being loaded" in refused.value.message
+            assert writer._conn.closed
+        async with mysql_target.open_target(target.dsn) as writer:
+            with pytest.raises(RuntimeError):  # no load under way: aiomysql refuses the request itself
+                await writer._run(load, (str(secret),))
+        async with mysql_target.open_target(target.dsn) as writer:
+            with writer._conn.loading(spooled):
+                count, _, _ = await writer._run(load, (str(spooled),))
+            assert count == 1
+        assert await mysql_fetch(target, "SELECT id, v FROM t") == [(2, "mine")]

@@ -41,6 +41,7 @@ import pymysql
 from maestro.adapters.targets.common import (
     MARKER_DAYS, MARKER_TABLE, TargetTable, Written, no_key_message, retired_name, staging_name,
 )
+from maestro.adapters.targets.mysql_guard import LOCAL_FILES, GuardedConnection
 from maestro.adapters.targets.types import ExportColumn, quote_mysql
 from maestro.errors import ExportFailed
 
@@ -60,11 +61,14 @@ async def open_target(
     """``dsn`` is ``mysql://user@host:3306/database`` (no password); the database is the target."""
     url = urlsplit(dsn)
     try:
-        conn = await aiomysql.connect(
+        # aiomysql.connect() is this, with its own class: ours answers the server's LOCAL INFILE
+        # requests only for the file being loaded (see GuardedConnection).
+        conn = GuardedConnection(
             host=url.hostname or "127.0.0.1", port=url.port or 3306, user=unquote(url.username or "root"),
             password=password or "", db=unquote(url.path.lstrip("/")) or None, connect_timeout=connect_timeout,
-            charset="utf8mb4", autocommit=True, local_infile=True,
+            charset="utf8mb4", autocommit=True, client_flag=LOCAL_FILES,
         )
+        await conn._connect()
     except (OSError, asyncio.TimeoutError, pymysql.err.MySQLError) as exc:
         raise ExportFailed("target_unavailable", f"cannot connect to the MySQL target: {type(exc).__name__}: {exc}",
                            retryable=True) from exc
@@ -96,7 +100,7 @@ class _Cursor(aiomysql.Cursor):
 class MySQLTarget:
     driver = "mysql"
 
-    def __init__(self, conn: aiomysql.Connection, spool_dir: Path | None = None) -> None:
+    def __init__(self, conn: GuardedConnection, spool_dir: Path | None = None) -> None:
         self._conn = conn
         self._spool_dir = spool_dir
 
@@ -130,6 +134,10 @@ class MySQLTarget:
         except (OSError, asyncio.TimeoutError) as exc:
             raise ExportFailed("connection_lost", f"the connection to the MySQL target was lost: "
                                f"{type(exc).__name__}: {exc}", retryable=True) from exc
+        except RuntimeError as exc:  # aiomysql: a LOCAL INFILE request while no file is being loaded
+            self._conn.close()
+            raise ExportFailed("target_refused", f"the MySQL target broke the protocol (refused, connection "
+                               f"closed): {exc}", retryable=False) from exc
 
     async def discard(self, export_id: str) -> None:
         """Drop what an unfinished attempt of this export left (its staging table), unless the
@@ -259,7 +267,8 @@ class MySQLTarget:
         try:
             while (path := await _next(ready, spool)) is not None:
                 try:
-                    count, _, problems = await self._run(statement, (str(path),))
+                    with self._conn.loading(path):
+                        count, _, problems = await self._run(statement, (str(path),))
                 finally:
                     path.unlink(missing_ok=True)
                 if problems:
