@@ -159,6 +159,30 @@ async def test_an_add_whose_answer_was_lost_is_adopted(fake: FakeGoogle, sheets:
                                                         [3, "=SUM(A1)", 0, False]]
 
 
+async def test_a_tab_removal_whose_answer_was_lost_is_taken_as_done(fake: FakeGoogle, sheets: SheetsClient) -> None:
+    """The old tab's deleteSheet is applied but its answer lost (a 503 after the change, so the
+    client retries): the retry finds no such tab, which means the removal happened."""
+    first = await export(sheets, spec(keep_tabs=1))
+    table = spec(sheet_id=first.spreadsheet_id, keep_tabs=1)
+    book = fake.spreadsheets[first.spreadsheet_id]
+    old_title = first.tab
+    batches = 0
+
+    def delete_applied_then_lost(method: str, path: str, n: int) -> int | None:
+        nonlocal batches
+        if path.endswith(":batchUpdate"):
+            batches += 1
+            if batches == 2:  # the second export's removal of the old tab
+                book.sheets[:] = [sheet for sheet in book.sheets if sheet.title != old_title]
+                return 503
+        return None
+
+    fake.fail_when = delete_applied_then_lost
+    result = await export(sheets, table, run_id="daily-20260304T060000Z")
+    assert fake.tabs(first.spreadsheet_id) == [tab_title("daily-20260304T060000Z", DAY)]
+    assert result.removed_tabs == 1 and 503 in fake.answered and 400 in fake.answered
+
+
 @pytest.mark.parametrize(("limit", "rows", "columns", "total_rows"), [
     ("cells_per_spreadsheet", [], COLUMNS, 2_500_000),
     ("characters_per_cell", [(1, "x" * 50_001, 1.0, None)], COLUMNS, None),

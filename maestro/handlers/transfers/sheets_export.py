@@ -198,18 +198,37 @@ async def _write(
         except SheetsError as exc:
             # An earlier addSheet of ours was applied but its answer lost (a dropped connection,
             # retried): the tab is there now, so read again and rewrite it.
-            if attempt or "already exists" not in exc.message:
+            # Likewise a batch whose deleteSheet applied: the retry finds the tab gone.
+            if attempt or not ("already exists" in exc.message or _no_such_tab(exc)):
                 raise
     for first_row, values in spool.batches():
         await client.update_values(sid, a1(title, first_row), values)
     if plan.drop_after:
-        await client.batch_update(sid, [{"deleteSheet": {"sheetId": i}} for i in plan.drop_after])
+        await _delete_tabs(client, sid, plan.drop_after)
     return SheetsResult(
         spreadsheet_id=sid, spreadsheet_url=str(book.get("spreadsheetUrl", "")), created=created, tab=title,
         tab_id=tab_id, rewritten=plan.existing is not None, rows=spool.rows,
         cells=grid_rows(spool.rows) * spool.columns, requests=client.requests - sent_before,
         removed_tabs=len(plan.drop_with_add) + len(plan.drop_after),
     )
+
+
+def _no_such_tab(exc: SheetsError) -> bool:
+    return exc.reason in ("invalid_argument", "http_400") and "No sheet with id" in exc.message
+
+
+async def _delete_tabs(client: SheetsClient, sid: str, tab_ids: Sequence[int]) -> None:
+    """Remove these tabs. The batch is retried after a lost answer; when the first try was
+    applied, the retry finds a tab gone: read the tabs again and remove only what is left."""
+    try:
+        await client.batch_update(sid, [{"deleteSheet": {"sheetId": i}} for i in tab_ids])
+    except SheetsError as exc:
+        if not _no_such_tab(exc):
+            raise
+        book = await client.get_spreadsheet(sid)
+        present = {int(s["properties"]["sheetId"]) for s in book.get("sheets", [])}
+        if left := [i for i in tab_ids if i in present]:
+            await client.batch_update(sid, [{"deleteSheet": {"sheetId": i}} for i in left])
 
 
 async def _prepare_tab(client: SheetsClient, sid: str, title: str, plan: TabPlan, spool: Spool) -> int:
