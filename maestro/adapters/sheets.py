@@ -103,8 +103,12 @@ class SheetsClient:
 
     # ------------------------------------------------------------------ calls
     async def create_spreadsheet(self, title: str) -> dict[str, Any]:
+        """Not idempotent: retried only after an answer that says it was not applied (quota); a
+        timeout, a dropped connection or a 5xx may have created one, so they raise (retryable)
+        rather than create a second here."""
         body = {"properties": {"title": title}}
-        return await self._call("create the spreadsheet", lambda: self._sheets.spreadsheets().create(body=body))
+        return await self._call("create the spreadsheet", lambda: self._sheets.spreadsheets().create(body=body),
+                                idempotent=False)
 
     async def get_spreadsheet(self, spreadsheet_id: str) -> dict[str, Any]:
         fields = "spreadsheetId,spreadsheetUrl,properties.title,sheets.properties"
@@ -128,7 +132,7 @@ class SheetsClient:
             fileId=file_id, body=body, sendNotificationEmail=False))
 
     # ------------------------------------------------------------------ retries
-    async def _call(self, what: str, make: Callable[[], Any]) -> Any:
+    async def _call(self, what: str, make: Callable[[], Any], *, idempotent: bool = True) -> Any:
         waited = 0.0
         async with self._lock:
             for attempt in range(self.retry.attempts):
@@ -137,7 +141,8 @@ class SheetsClient:
                     return await asyncio.to_thread(lambda: make().execute(num_retries=0))
                 except Exception as exc:  # noqa: BLE001 - translated right here, once
                     error, retry_after = _translate(what, exc)
-                if not error.retryable or attempt == self.retry.attempts - 1:
+                refused = error.reason == "quota_exceeded"  # answered "not now": nothing was applied
+                if not error.retryable or attempt == self.retry.attempts - 1 or not (idempotent or refused):
                     raise error
                 delay = self.retry.delay(attempt, retry_after)
                 if waited + delay > self.retry.max_wait:
