@@ -119,6 +119,8 @@ class Services:
                 health.down(RUNNER, "cannot reach PostgreSQL for the leader lock (see the server log)")
             else:
                 health.set(RUNNER, "standby", "another replica runs the jobs")
+                if self.notify is not None:  # healthy, not down: the step-down said "down"
+                    self.notify.host.standby("another replica runs the reactors")
             await asyncio.sleep(self.leader.retry)
             return delay
         self.is_leader = True
@@ -167,7 +169,7 @@ class Services:
 
     async def _step_down(self) -> None:
         if self.notify is not None:
-            await self.notify.stop("another replica runs the reactors (this process no longer leads)")
+            await self.notify.stop("stopped: this process no longer leads (leader lock or database lost)")
         await self.runner.stop()
         self.is_leader = False
         await self.leader.release()
