@@ -119,6 +119,8 @@ class Services:
                 health.down(RUNNER, "cannot reach PostgreSQL for the leader lock (see the server log)")
             else:
                 health.set(RUNNER, "standby", "another replica runs the jobs")
+                if self.notify is not None:  # healthy, not down: the step-down said "down"
+                    self.notify.host.standby("another replica runs the reactors")
             await asyncio.sleep(self.leader.retry)
             return delay
         self.is_leader = True
@@ -150,7 +152,12 @@ class Services:
             await asyncio.sleep(delay)
             return min(delay * 2, 30.0)
         finally:
+            # Cancelled (shutdown) while waiting: asyncio.wait does not cancel what it waits on,
+            # and a recovery left running would submit jobs after the lock is released.
             watch.cancel()
+            if not start.done():
+                start.cancel()
+            await asyncio.gather(watch, start, return_exceptions=True)
         why = watch.result() if watch.done() and not watch.cancelled() else "the runner lost the database"
         log.error("runner stopped: leadership lost or database gone; re-taking it", extra={"reason": why})
         health.down(RUNNER, why)

@@ -5,7 +5,8 @@ It verifies each request twice: with the specification's own library (``standard
 which also enforces the 5-minute timestamp tolerance) and by recomputing the HMAC from the
 specification's text, so a signer and a verifier that shared a mistake would still be caught.
 ``plan`` is a list of answers used in order (then ``default``): a status code, ``(status,
-{headers})``, or ``("sleep", seconds)`` to hold the request past the sender's timeout, then 200.
+{headers})``, ``("sleep", seconds)`` to hold the request past the sender's timeout, then 200, or
+``("endless", status)`` to answer that status with a body that never ends (until the sender hangs up).
 """
 
 from __future__ import annotations
@@ -69,6 +70,16 @@ class Receiver:
         self.arrived.set()
         answer = self.plan.pop(0) if self.plan else self.default
         extra: dict[str, str] = {}
+        if isinstance(answer, tuple) and answer[0] == "endless":
+            entry.answered = answer[1]
+            response = web.StreamResponse(status=answer[1])
+            await response.prepare(request)
+            chunk = b"x" * 65536
+            try:
+                while True:  # a receiver that streams gigabytes: the sender must stop reading
+                    await response.write(chunk)
+            except (ConnectionError, RuntimeError):
+                return response
         if isinstance(answer, tuple) and answer[0] == "sleep":
             await asyncio.sleep(answer[1])
             answer = 200

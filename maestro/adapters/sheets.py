@@ -72,7 +72,6 @@ class SheetsClient:
         timeout: float = 60.0,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
-        creds = service_account.Credentials.from_service_account_info(key_info, scopes=list(SCOPES))
         self.account = key_info.get("client_email", "")
         self.retry = retry or RetryPolicy()
         self.requests = 0
@@ -80,11 +79,20 @@ class SheetsClient:
         self._sleep = sleep
         self._lock = asyncio.Lock()
         self._http = httplib2.Http(timeout=timeout)
+        self._key_info = key_info
+        self._endpoint = endpoint
+        self._sheets: Any = None
+        self._drive: Any = None
+
+    def _build(self) -> None:
+        """The API clients. Parsing the key and the discovery documents takes a while: done in a
+        thread at the first call, not on the event loop."""
+        creds = service_account.Credentials.from_service_account_info(self._key_info, scopes=list(SCOPES))
         http = google_auth_httplib2.AuthorizedHttp(creds, http=self._http)
         # One host serves both APIs here; an api_endpoint replaces the base URL *with* its service
         # path, so Drive's (drive/v3/) is added back. static_discovery: the API descriptions
         # shipped in the package (no discovery request).
-        root = endpoint.rstrip("/") if endpoint else None
+        root = self._endpoint.rstrip("/") if self._endpoint else None
         self._sheets = build("sheets", "v4", http=http, static_discovery=True, cache_discovery=False,
                              client_options={"api_endpoint": root} if root else None)
         self._drive = build("drive", "v3", http=http, static_discovery=True, cache_discovery=False,
@@ -103,8 +111,12 @@ class SheetsClient:
 
     # ------------------------------------------------------------------ calls
     async def create_spreadsheet(self, title: str) -> dict[str, Any]:
+        """Not idempotent: retried only after an answer that says it was not applied (quota); a
+        timeout, a dropped connection or a 5xx may have created one, so they raise (retryable)
+        rather than create a second here."""
         body = {"properties": {"title": title}}
-        return await self._call("create the spreadsheet", lambda: self._sheets.spreadsheets().create(body=body))
+        return await self._call("create the spreadsheet", lambda: self._sheets.spreadsheets().create(body=body),
+                                idempotent=False)
 
     async def get_spreadsheet(self, spreadsheet_id: str) -> dict[str, Any]:
         fields = "spreadsheetId,spreadsheetUrl,properties.title,sheets.properties"
@@ -128,16 +140,19 @@ class SheetsClient:
             fileId=file_id, body=body, sendNotificationEmail=False))
 
     # ------------------------------------------------------------------ retries
-    async def _call(self, what: str, make: Callable[[], Any]) -> Any:
+    async def _call(self, what: str, make: Callable[[], Any], *, idempotent: bool = True) -> Any:
         waited = 0.0
         async with self._lock:
+            if self._sheets is None:
+                await asyncio.to_thread(self._build)
             for attempt in range(self.retry.attempts):
                 self.requests += 1
                 try:
                     return await asyncio.to_thread(lambda: make().execute(num_retries=0))
                 except Exception as exc:  # noqa: BLE001 - translated right here, once
                     error, retry_after = _translate(what, exc)
-                if not error.retryable or attempt == self.retry.attempts - 1:
+                refused = error.reason == "quota_exceeded"  # answered "not now": nothing was applied
+                if not error.retryable or attempt == self.retry.attempts - 1 or not (idempotent or refused):
                     raise error
                 delay = self.retry.delay(attempt, retry_after)
                 if waited + delay > self.retry.max_wait:

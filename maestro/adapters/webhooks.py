@@ -11,7 +11,9 @@ network (``callback_allowed_networks``). It is checked twice: when the URL is sa
 request is made — a name may resolve elsewhere by then — by a resolver that resolves, checks and
 hands aiohttp only the checked addresses, so the connection goes to exactly what was checked (no
 window between a check and a second lookup). IP literals skip aiohttp's resolver, so they are
-checked before the request. Redirects are not followed and proxies from the environment are not
+checked before the request; so are the IPv4 addresses inside IPv6 ones (NAT64, 6to4, Teredo,
+IPv4-mapped and -compatible), and numeric hosts that are not canonical IPv4 (``2130706433``,
+``127.1``) are refused outright. Redirects are not followed and proxies from the environment are not
 used: either would send the request somewhere unchecked.
 """
 
@@ -21,6 +23,7 @@ import asyncio
 import datetime as dt
 import email.utils
 import ipaddress
+import re
 import socket
 import time
 from collections.abc import Iterable, Sequence
@@ -33,6 +36,8 @@ from standardwebhooks.webhooks import Webhook
 
 from maestro.errors import ValidationFailed
 
+# At most this much of a receiver's answer is read (its body is not used).
+MAX_ANSWER_BYTES = 64 * 1024
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -47,13 +52,39 @@ def parse_networks(values: Iterable[str]) -> tuple[Network, ...]:
     return tuple(ipaddress.ip_network(v, strict=False) for v in values)
 
 
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052: the IPv4 address in the last 32 bits
+_NAT64_LOCAL = ipaddress.IPv6Network("64:ff9b:1::/48")  # RFC 8215: a site's own translators
+_IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")  # deprecated, yet some stacks still route it
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address leads to: a NAT64 gateway (DNS64 on IPv6-only clusters
+    reaches the private IPv4 network behind it), 6to4, Teredo, IPv4-mapped and -compatible forms."""
+    if ip.ipv4_mapped is not None:
+        return [ip.ipv4_mapped]
+    if ip.sixtofour is not None:
+        return [ip.sixtofour]
+    if ip.teredo is not None:
+        return list(ip.teredo)  # (server, client): both are reached
+    if ip in _NAT64 or (ip in _IPV4_COMPATIBLE and int(ip) > 1):  # :: and ::1 are themselves
+        return [ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)]
+    return []
+
+
 def address_problem(address: str, allowed: Sequence[Network]) -> str | None:
     """Why a request may not go to ``address``, or None when it may."""
     ip: IPAddress = ipaddress.ip_address(address.split("%", 1)[0])  # drop an IPv6 zone id
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped  # ::ffff:127.0.0.1 is 127.0.0.1
     if any(ip in network for network in allowed):
         return None
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip in _NAT64_LOCAL:
+            return f"{ip} goes through a local NAT64 translator (64:ff9b:1::/48), not in callback_allowed_networks"
+        inner = _embedded_ipv4(ip)
+        if inner:  # judged by where it leads: ::ffff:127.0.0.1 is 127.0.0.1
+            for v4 in inner:
+                if (why := address_problem(str(v4), allowed)) is not None:
+                    return f"{ip} leads to {why}"
+            return None
     if ip.is_global and not ip.is_multicast:
         return None
     kind = next(
@@ -66,12 +97,25 @@ def address_problem(address: str, allowed: Sequence[Network]) -> str | None:
     return f"{ip} is a {kind} address, not in callback_allowed_networks"
 
 
+_NUMERIC_LABEL = re.compile(r"(0x[0-9a-f]*|[0-9]+)", re.IGNORECASE)
+
+
 def _literal(host: str) -> str | None:
+    """The address a host names literally, or None for a name to resolve. A host whose last
+    label is numeric but which is not a canonical IPv4 address (``2130706433``, ``127.1``,
+    ``0177.0.0.1``, ``0x7f.1``) is refused: C resolvers and browsers read those as IPv4 in forms
+    our check does not parse, and HTTP clients may skip the resolver for them."""
+    bare = host.strip("[]")
     try:
-        ipaddress.ip_address(host.strip("[]").split("%", 1)[0])
+        ipaddress.ip_address(bare.split("%", 1)[0])
     except ValueError:
+        last = bare.rstrip(".").rsplit(".", 1)[-1]
+        if _NUMERIC_LABEL.fullmatch(last):
+            raise CallbackUrlRefused(
+                f"{host} is a numeric host but not a canonical IPv4 address; write the address as a.b.c.d",
+                problems=[{"field": "extract.notify_url", "message": "not a canonical IPv4 address"}]) from None
         return None
-    return host.strip("[]")
+    return bare
 
 
 def split_url(url: str) -> tuple[str, int]:
@@ -202,9 +246,9 @@ class WebhookClient:
 
         try:
             host, _ = split_url(url)
+            literal = _literal(host)
         except CallbackUrlRefused as exc:
             return PostResult(None, took(), refused=exc.message)
-        literal = _literal(host)
         if literal is not None and (why := address_problem(literal, self.allowed)) is not None:
             return PostResult(None, took(), refused=f"{host}: {why}")
         try:
@@ -212,7 +256,12 @@ class WebhookClient:
                 url, data=body, headers=headers, allow_redirects=False,
                 timeout=aiohttp.ClientTimeout(total=timeout),
             ) as response:
-                await response.read()  # the whole answer, so the connection can be reused
+                # The body is not used; a receiver (any URL a table writer types) could stream
+                # gigabytes within the timeout. Read a bounded amount so a short answer leaves the
+                # connection reusable, and drop the connection when there is more.
+                await response.content.read(MAX_ANSWER_BYTES)
+                if not response.content.at_eof():
+                    response.close()
                 return PostResult(response.status, took(),
                                   retry_after=retry_after_seconds(response.headers.get("Retry-After")))
         except aiohttp.ClientConnectorError as exc:

@@ -17,6 +17,18 @@ class SheetsSpreadsheetCreated(Event):
     spreadsheet_url: str = ""
     run_id: str | None = None
     delivery_id: str | None = None  # the export that created it
+    # Shared with the allowed domains already. Recorded as soon as it exists, before sharing (so a
+    # failed sharing leaves no orphan): False until SheetsSpreadsheetShared; earlier versions
+    # recorded it only once shared, hence the default.
+    shared: bool = True
+
+
+class SheetsSpreadsheetShared(Event):
+    """The recorded spreadsheet is shared (read-only) with these domains."""
+
+    table_id: str
+    spreadsheet_id: str
+    domains: list[str]
 
 
 class SheetsSpreadsheetForgotten(Event):

@@ -161,6 +161,8 @@ async def _follow(
                     return
                 await response.write(b": keep-alive\n\n")  # raises once the client is gone
                 next_check = now + settings.sse_recheck_interval
+                if ended and not await open_steps(runtime.pool, run_id):
+                    return  # a step that was due is no longer (never planned): no event would say so
                 continue
             if get is None:
                 get = asyncio.ensure_future(batches.get())

@@ -167,6 +167,16 @@ async def test_a_timeout_is_retried(world: World) -> None:
     assert second.event.status_code == 200
 
 
+async def test_a_retry_after_past_the_deadline_ends_the_delivery_after_one_attempt(world: World) -> None:
+    table_id, secret = await _table(world, "far-future")
+    world.receiver.secret = secret
+    world.receiver.plan = [(503, {"Retry-After": "999999999999"})]
+    run = await _run(world, table_id)
+    delivery = await _delivery(world, run["id"])
+    assert delivery["status"] == "failed" and delivery["reason"] == "exhausted", delivery
+    assert delivery["attempts"] == 1 and len(world.receiver.received) == 1
+
+
 async def test_gone_disables_the_endpoint_until_enabled_and_redelivered(world: World) -> None:
     table_id, secret = await _table(world, "gone")
     world.receiver.secret = secret
@@ -200,6 +210,26 @@ async def test_gone_disables_the_endpoint_until_enabled_and_redelivered(world: W
     # One that ended can be redelivered again.
     resp = await world.client.post(f"/api/v1/deliveries/{again['id']}/redeliver")
     assert resp.status == 202
+
+
+async def test_a_410_to_a_request_signed_before_a_rotation_does_not_disable_the_endpoint(world: World) -> None:
+    from maestro.events.model import Metadata
+
+    table_id, _ = await _table(world, "rotated-in-flight")
+    endpoints = world.services.notify.endpoints
+    signed_with = (await endpoints.get(table_id)).version  # a request is signed and in flight ...
+    rotate = await world.client.post(f"/api/v1/tables/{table_id}/callback/rotate")  # ... the user rotates ...
+    assert rotate.status == 200, await rotate.text()
+    # ... and the old request's 410 arrives: it answered the old endpoint.
+    disabled = await endpoints.disable(table_id, world.receiver.url, 410, "d-old", Metadata(actor="system:tests"),
+                                       expected_version=signed_with)
+    assert disabled is False
+    assert (await endpoints.get(table_id)).enabled is True
+    # A 410 to the endpoint as it is now disables it.
+    current = (await endpoints.get(table_id)).version
+    assert await endpoints.disable(table_id, world.receiver.url, 410, "d-new", Metadata(actor="system:tests"),
+                                   expected_version=current) is True
+    assert (await endpoints.get(table_id)).enabled is False
 
 
 async def test_retries_end_at_the_deadline_as_exhausted(dsn, tmp_path, local_stack) -> None:

@@ -278,3 +278,56 @@ async def test_a_table_larger_than_a_protocol_packet_loads_whole(storage: Any, t
     result = await export_table(target, spec(), SCHEMA, [uri], storage, export_id="r16")
     assert result.rows == count
     assert (await fetch(target, "SELECT count(*), sum(length(label)) FROM sales"))[0] == (count, count * 608)
+
+
+async def test_concurrent_first_exports_into_a_fresh_schema_both_succeed(storage: Any, fresh_database) -> None:
+    """Two tables of one run export at once into a schema that has no marker table yet (and two
+    upserts create one target table at once): neither waits for the other's whole COPY only to
+    fail on the catalog's unique index."""
+    target = ExportDatabase("mart", "postgres", fresh_database[0], None, export=True)
+    big = [await put_object(storage, rows_csv(1 + i * 60_000, 60_000, "r"), "csv") for i in range(2)]
+
+    def named(name: str, **export: Any) -> TableSpec:
+        return TableSpec.model_validate({**spec(**export).model_dump(), "name": name})
+
+    first, second = await asyncio.gather(
+        export_table(target, named("sales"), SCHEMA, big, storage, export_id="run-20/sales"),
+        export_table(target, named("refunds"), SCHEMA, big[:1], storage, export_id="run-20/refunds"),
+    )
+    assert (first.rows, second.rows) == (120_000, 60_000)
+    upsert = {"mode": "upsert", "key_columns": ["id"]}
+    a, b = await asyncio.gather(
+        export_table(target, named("merged", **upsert), SCHEMA, big[:1], storage, export_id="run-21/merged"),
+        export_table(target, named("merged", **upsert), SCHEMA, big[1:], storage, export_id="run-22/merged"),
+    )
+    assert a.rows == b.rows == 60_000
+    assert await fetch(target, "SELECT count(*) FROM merged") == [(120_000,)]
+
+
+async def test_mysql_sends_no_local_file_but_the_one_being_loaded(tmp_path) -> None:
+    """The server names the file a LOAD DATA LOCAL sends. Asked (by a real MariaDB, here through
+    a statement naming another path) for anything but the spooled file, the connection refuses
+    and closes; outside a load every request is refused."""
+    from maestro.adapters.targets import mysql as mysql_target
+
+    secret = tmp_path / "secret.txt"
+    secret.write_text("1\tleaked\n")
+    spooled = tmp_path / "spooled.tsv"
+    spooled.write_text("2\tmine\n")
+    async with mysql_database() as target:
+        await mysql_fetch(target, "CREATE TABLE t (id INT, v TEXT)")
+        load = "LOAD DATA LOCAL INFILE %s INTO TABLE t"
+        async with mysql_target.open_target(target.dsn) as writer:
+            with writer._conn.loading(spooled):
+                with pytest.raises(ExportFailed) as refused:
+                    await writer._run(load, (str(secret),))
+            assert refused.value.reason == "target_refused" and "other than the one being loaded" in refused.value.message
+            assert writer._conn.closed
+        async with mysql_target.open_target(target.dsn) as writer:
+            with pytest.raises(RuntimeError):  # no load under way: aiomysql refuses the request itself
+                await writer._run(load, (str(secret),))
+        async with mysql_target.open_target(target.dsn) as writer:
+            with writer._conn.loading(spooled):
+                count, _, _ = await writer._run(load, (str(spooled),))
+            assert count == 1
+        assert await mysql_fetch(target, "SELECT id, v FROM t") == [(2, "mine")]

@@ -51,6 +51,14 @@ async def test_a_leader_that_loses_its_lock_stops_and_the_other_replica_takes_ov
         assert a.runner._main is None  # it no longer follows the log or runs jobs
         await _until(lambda: b.is_leader and b.runner._main is not None, 10)
         assert not a.is_leader and both == []
+        # A, now a standby, is healthy: its reactors (callbacks, deliveries, git, ...) are standby,
+        # not down, so a readiness or liveness probe on /healthz keeps it (review finding 2).
+        assert a.notify is not None
+        await _until(lambda: (c := runtime.health.snapshot().get("runner")) is not None and c.state == "standby", 10)
+        snapshot = runtime.health.snapshot()
+        reactors = {name: c.state for name, c in snapshot.items() if name.startswith("reactor:")}
+        assert "reactor:callbacks" in reactors and set(reactors.values()) == {"standby"}, reactors
+        assert runtime.health.degraded() == [], snapshot
         # The new leader runs jobs.
         table = await second.catalog.create_table(TableSpec(dataset="lead", name="t", query="SELECT 1 AS x"), ME)
         run_id = await second.runs.plan_table(table.table_id, descendants=False, actor=ME)

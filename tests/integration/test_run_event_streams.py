@@ -15,7 +15,15 @@ from aiohttp.test_utils import TestClient, TestServer
 from people import TESTS, bearer, user_token
 
 from maestro.events.catalog import ExtractSettings, TableSpec
-from maestro.events.runs import JobConfig, JobPlanned, JobStatistics, JobSucceeded, RunFinished, RunPlanned
+from maestro.events.runs import (
+    JobConfig,
+    JobPlanned,
+    JobStatistics,
+    JobSucceeded,
+    PlannedTable,
+    RunFinished,
+    RunPlanned,
+)
 from maestro.events.store import NO_STREAM
 from maestro.http.app import create_app
 from maestro.http.run_events import STREAM_SLOTS
@@ -137,3 +145,39 @@ async def test_extract_file_names_only_for_whom_the_extract_rule_admits(client, 
         assert bodies[who].count("event: JobSucceeded") == 1
     assert "gs://" not in bodies["plain"] and "extracts/" not in bodies["plain"]
     assert bodies["member"].count(uri) == 2 and bodies["admin"].count(uri) == 2  # planned and written
+
+
+async def test_a_callback_that_was_never_planned_does_not_hold_the_stream_open(client, runtime, tokens) -> None:
+    """An extract with a notify_url whose callback no reactor planned (it succeeded before the
+    callbacks reactor existed, or on a Maestro running none): due only for a while, then the run's
+    stream ends at the run's end like any other."""
+    import datetime as dt
+
+    view = await runtime.catalog.create_table(
+        TableSpec(dataset="ds", name="called", query="SELECT 1 AS x",
+                  extract=ExtractSettings(notify_url="https://hooks.example.com/x")), TESTS)
+    uri = "gs://maestro-local/extracts/ds/called/r-old/part-*.csv"
+    config = JobConfig(kind="extract", project="p", source="p.ds.called", destination_uris=[uri])
+    query = JobConfig(kind="query", project="p", destination="p.ds.called", query="SELECT 1 AS x")
+    table = PlannedTable(table_id=view.table_id, name="ds.called", priority=0, parents=[], config=query,
+                         extract={"notify_url": "https://hooks.example.com/x"})
+    long_ago = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=2)
+    await runtime.store.append("run-r-old", NO_STREAM, [RunPlanned(run_id="r-old", trigger="manual", tables=[table])],
+                               TESTS, occurred_at=long_ago)
+    await runtime.store.append("job-old", NO_STREAM, [
+        JobPlanned(job_id="old", run_id="r-old", table_id=view.table_id, config=config),
+        JobSucceeded(job_id="old", run_id="r-old", table_id=view.table_id, statistics=JobStatistics(),
+                     destination_uris=[uri]),
+    ], TESTS, occurred_at=long_ago)
+    end = (await runtime.store.append("run-r-old", 1, [RunFinished(run_id="r-old", status="succeeded")], TESTS,
+                                      occurred_at=long_ago)).last_position
+    for _ in range(100):  # the read models follow the log
+        if await runtime.pool.fetchval("SELECT count(*) FROM jobs WHERE job_id = 'old' AND state = 'succeeded'"):
+            break
+        await asyncio.sleep(0.05)
+    headers = bearer(tokens["admin"])
+    resp = await client.get("/api/v1/runs/r-old/events", headers=headers)
+    body = await asyncio.wait_for(resp.text(), 10)  # ends at the run's end
+    assert "event: RunFinished" in body
+    resp = await asyncio.wait_for(client.get("/api/v1/runs/r-old/events", headers={**headers, "Last-Event-ID": str(end)}), 5)
+    assert resp.status == 204

@@ -97,6 +97,46 @@ async def test_first_export_creates_shares_and_writes_a_dated_tab(fake: FakeGoog
     assert fake.token_requests == 1  # one token, reused
 
 
+async def test_a_failed_sharing_keeps_the_spreadsheet_and_the_next_attempt_shares_it(
+    fake: FakeGoogle, sheets: SheetsClient,
+) -> None:
+    """The spreadsheet is handed out as soon as it exists: a sharing refused (a domain policy)
+    leaves no orphan, and the next attempt shares that one instead of creating another."""
+    recorded: list[str] = []
+    shared: list[str] = []
+
+    async def record(spreadsheet_id: str) -> None:
+        recorded.append(spreadsheet_id)
+
+    async def mark_shared(spreadsheet_id: str) -> None:
+        shared.append(spreadsheet_id)
+
+    fake.fail_when = lambda method, path, n: 403 if path.endswith("/permissions") else None
+    with pytest.raises(SheetsError) as failed:
+        await export(sheets, spec(), share_with=["example.com"], on_created=record, on_shared=mark_shared)
+    assert failed.value.reason == "permission_denied" and len(recorded) == 1 and shared == []
+    assert failed.value.spreadsheet_id == recorded[0]
+    fake.fail_when = None
+    result = await export(sheets, spec(), share_with=["example.com"], spreadsheet_id=recorded[0], unshared=True,
+                          on_created=record, on_shared=mark_shared)
+    assert result.spreadsheet_id == recorded[0] and not result.created and shared == recorded
+    assert list(fake.spreadsheets) == recorded  # one spreadsheet in all
+    assert [p["domain"] for p in fake.permissions[recorded[0]]] == ["example.com"]
+
+
+async def test_a_create_whose_answer_may_be_lost_is_not_sent_again(fake: FakeGoogle, sheets: SheetsClient) -> None:
+    """A 5xx (or a timeout) on the create may have created a spreadsheet: the client does not
+    send it again (the attempt fails retryable); a 429 says nothing was done, and is retried."""
+    creates = lambda: sum(1 for m, p in fake.requests if (m, p) == ("POST", "/v4/spreadsheets"))  # noqa: E731
+    fake.fail_next = [503]
+    with pytest.raises(SheetsError) as failed:
+        await export(sheets, spec())
+    assert failed.value.retryable and creates() == 1
+    fake.fail_next = [429]
+    result = await export(sheets, spec())
+    assert result.created and creates() == 3 and len(fake.spreadsheets) == 1
+
+
 async def test_each_run_adds_a_tab_in_front_and_the_newest_n_are_kept(fake: FakeGoogle, sheets: SheetsClient) -> None:
     first = await export(sheets, spec(keep_tabs=3))
     table = spec(keep_tabs=3, sheet_id=first.spreadsheet_id)
@@ -159,6 +199,30 @@ async def test_an_add_whose_answer_was_lost_is_adopted(fake: FakeGoogle, sheets:
                                                         [3, "=SUM(A1)", 0, False]]
 
 
+async def test_a_tab_removal_whose_answer_was_lost_is_taken_as_done(fake: FakeGoogle, sheets: SheetsClient) -> None:
+    """The old tab's deleteSheet is applied but its answer lost (a 503 after the change, so the
+    client retries): the retry finds no such tab, which means the removal happened."""
+    first = await export(sheets, spec(keep_tabs=1))
+    table = spec(sheet_id=first.spreadsheet_id, keep_tabs=1)
+    book = fake.spreadsheets[first.spreadsheet_id]
+    old_title = first.tab
+    batches = 0
+
+    def delete_applied_then_lost(method: str, path: str, n: int) -> int | None:
+        nonlocal batches
+        if path.endswith(":batchUpdate"):
+            batches += 1
+            if batches == 2:  # the second export's removal of the old tab
+                book.sheets[:] = [sheet for sheet in book.sheets if sheet.title != old_title]
+                return 503
+        return None
+
+    fake.fail_when = delete_applied_then_lost
+    result = await export(sheets, table, run_id="daily-20260304T060000Z")
+    assert fake.tabs(first.spreadsheet_id) == [tab_title("daily-20260304T060000Z", DAY)]
+    assert result.removed_tabs == 1 and 503 in fake.answered and 400 in fake.answered
+
+
 @pytest.mark.parametrize(("limit", "rows", "columns", "total_rows"), [
     ("cells_per_spreadsheet", [], COLUMNS, 2_500_000),
     ("characters_per_cell", [(1, "x" * 50_001, 1.0, None)], COLUMNS, None),
@@ -197,9 +261,11 @@ async def test_the_tabs_kept_count_toward_the_cells_limit(fake: FakeGoogle, shee
 
 
 async def test_quota_answers_are_retried_with_backoff(fake: FakeGoogle, sheets: SheetsClient) -> None:
+    first = await export(sheets, spec())  # (a create is retried only after a 429: see below)
+    before = len(fake.answered)
     fake.fail_next = [429, 429, 503]
-    result = await export(sheets, spec())
-    assert fake.answered[:3] == [429, 429, 503] and sheets.retries == 3
+    result = await export(sheets, spec(sheet_id=first.spreadsheet_id), run_id="daily-20260305T060000Z")
+    assert fake.answered[before:before + 3] == [429, 429, 503] and sheets.retries == 3
     assert fake.values(result.spreadsheet_id, result.tab)[0] == COLUMNS
 
 

@@ -41,6 +41,7 @@ import pymysql
 from maestro.adapters.targets.common import (
     MARKER_DAYS, MARKER_TABLE, TargetTable, Written, no_key_message, retired_name, staging_name,
 )
+from maestro.adapters.targets.mysql_guard import LOCAL_FILES, GuardedConnection
 from maestro.adapters.targets.types import ExportColumn, quote_mysql
 from maestro.errors import ExportFailed
 
@@ -60,11 +61,14 @@ async def open_target(
     """``dsn`` is ``mysql://user@host:3306/database`` (no password); the database is the target."""
     url = urlsplit(dsn)
     try:
-        conn = await aiomysql.connect(
+        # aiomysql.connect() is this, with its own class: ours answers the server's LOCAL INFILE
+        # requests only for the file being loaded (see GuardedConnection).
+        conn = GuardedConnection(
             host=url.hostname or "127.0.0.1", port=url.port or 3306, user=unquote(url.username or "root"),
             password=password or "", db=unquote(url.path.lstrip("/")) or None, connect_timeout=connect_timeout,
-            charset="utf8mb4", autocommit=True, local_infile=True,
+            charset="utf8mb4", autocommit=True, client_flag=LOCAL_FILES,
         )
+        await conn._connect()
     except (OSError, asyncio.TimeoutError, pymysql.err.MySQLError) as exc:
         raise ExportFailed("target_unavailable", f"cannot connect to the MySQL target: {type(exc).__name__}: {exc}",
                            retryable=True) from exc
@@ -96,7 +100,7 @@ class _Cursor(aiomysql.Cursor):
 class MySQLTarget:
     driver = "mysql"
 
-    def __init__(self, conn: aiomysql.Connection, spool_dir: Path | None = None) -> None:
+    def __init__(self, conn: GuardedConnection, spool_dir: Path | None = None) -> None:
         self._conn = conn
         self._spool_dir = spool_dir
 
@@ -130,6 +134,10 @@ class MySQLTarget:
         except (OSError, asyncio.TimeoutError) as exc:
             raise ExportFailed("connection_lost", f"the connection to the MySQL target was lost: "
                                f"{type(exc).__name__}: {exc}", retryable=True) from exc
+        except RuntimeError as exc:  # aiomysql: a LOCAL INFILE request while no file is being loaded
+            self._conn.close()
+            raise ExportFailed("target_refused", f"the MySQL target broke the protocol (refused, connection "
+                               f"closed): {exc}", retryable=False) from exc
 
     async def discard(self, export_id: str) -> None:
         """Drop what an unfinished attempt of this export left (its staging table), unless the
@@ -259,7 +267,8 @@ class MySQLTarget:
         try:
             while (path := await _next(ready, spool)) is not None:
                 try:
-                    count, _, problems = await self._run(statement, (str(path),))
+                    with self._conn.loading(path):
+                        count, _, problems = await self._run(statement, (str(path),))
                 finally:
                     path.unlink(missing_ok=True)
                 if problems:
@@ -278,44 +287,78 @@ class MySQLTarget:
         return rows
 
     async def _spool(self, chunks: AsyncIterable[bytes], ready: asyncio.Queue[Path | None], limit: int) -> None:
-        """Cut the rows into files of at most ``limit`` bytes, each ending at a row's end."""
-        out: Any = None
-        path: Path | None = None  # the file being filled or handed over, until the loader has it
-        size = 0
+        """Cut the rows into files of at most ``limit`` bytes, each ending at a row's end. The
+        file work (creating, 16 MiB writes, finding a row's end) runs in a thread per chunk: the
+        event loop also runs the leader lock's watch and the HTTP API."""
+        spool = _SpoolFiles(limit, self._spool_dir)
         try:
             async for chunk in chunks:
-                view = memoryview(chunk)
-                while len(view):
-                    if out is None:
-                        fd, name = tempfile.mkstemp(prefix="maestro-export-", suffix=".tsv", dir=self._spool_dir)
-                        out, path, size = os.fdopen(fd, "wb"), Path(name), 0
-                    room = limit - size
-                    if len(view) <= room:
-                        piece = len(view)
-                    else:
-                        piece = bytes(view[:room]).rfind(b"\n") + 1  # whole rows only
-                        if piece == 0 and size == 0:
-                            raise ExportFailed("bad_value", f"a row is longer than the target's max_allowed_packet "
-                                               f"({limit:,} bytes)", retryable=False)
-                    out.write(view[:piece])
-                    size += piece
-                    view = view[piece:]
-                    if len(view) or size >= limit:
-                        out.close()
-                        out = None
-                        await ready.put(path)
-                        path = None
-            if out is not None:
-                out.close()
-                out = None
-                await ready.put(path)
-                path = None
+                rest = memoryview(chunk)
+                while len(rest):
+                    # One file at most per step, handed over before the next is started: two on
+                    # disk at most (this one and the one loading).
+                    filled, rest = await asyncio.to_thread(spool.write, rest)
+                    if filled is not None:
+                        await ready.put(filled)
+                        spool.full = None
+            if (filled := await asyncio.to_thread(spool.finish)) is not None:
+                await ready.put(filled)
+                spool.full = None
         finally:
-            if out is not None:
-                out.close()
-            if path is not None:  # failed or cancelled before the loader took it
-                path.unlink(missing_ok=True)
+            spool.discard()
         await ready.put(None)
+
+
+class _SpoolFiles:
+    """The files of :meth:`MySQLTarget._spool` (blocking; used from one thread at a time)."""
+
+    def __init__(self, limit: int, directory: Path | None) -> None:
+        self.limit, self.directory = limit, directory
+        self.out: Any = None
+        self.path: Path | None = None  # the file being filled
+        self.size = 0
+        self.full: Path | None = None  # closed, not yet handed to the loader
+
+    def write(self, view: memoryview) -> tuple[Path | None, memoryview]:
+        """Add ``view`` until a file is full: (that file, to load, or None; what is left)."""
+        while len(view):
+            if self.out is None:
+                fd, name = tempfile.mkstemp(prefix="maestro-export-", suffix=".tsv", dir=self.directory)
+                self.out, self.path, self.size = os.fdopen(fd, "wb"), Path(name), 0
+            room = self.limit - self.size
+            if len(view) <= room:
+                piece = len(view)
+            else:
+                piece = bytes(view[:room]).rfind(b"\n") + 1  # whole rows only
+                if piece == 0 and self.size == 0:
+                    raise ExportFailed("bad_value", f"a row is longer than the target's max_allowed_packet "
+                                       f"({self.limit:,} bytes)", retryable=False)
+            self.out.write(view[:piece])
+            self.size += piece
+            view = view[piece:]
+            if len(view) or self.size >= self.limit:
+                return self._close(), view
+        return None, view
+
+    def finish(self) -> Path | None:
+        return self._close() if self.out is not None else None
+
+    def _close(self) -> Path:
+        self.out.close()
+        self.out = None
+        assert self.path is not None
+        self.full, self.path = self.path, None
+        return self.full
+
+    def discard(self) -> None:
+        """Failed or cancelled: remove what the loader has not taken."""
+        if self.out is not None:
+            self.out.close()
+            self.out = None
+        for path in (self.full, self.path):
+            if path is not None:
+                path.unlink(missing_ok=True)
+        self.full = self.path = None
 
 
 async def _next(ready: asyncio.Queue[Path | None], spool: asyncio.Task[None]) -> Path | None:

@@ -29,6 +29,8 @@ from maestro.adapters.targets.common import MARKER_DAYS, MARKER_TABLE, TargetTab
 from maestro.adapters.targets.types import ExportColumn, quote_postgres
 from maestro.errors import ExportFailed, database_unavailable
 
+# The system catalogs' unique indexes on names, which a concurrent CREATE of one name trips.
+_CATALOG_NAMES = frozenset({"pg_type_typname_nsp_index", "pg_class_relname_nsp_index"})
 _SESSION = {"TimeZone": "UTC", "DateStyle": "ISO, YMD", "application_name": "maestro-export"}
 
 
@@ -69,8 +71,9 @@ class PostgresTarget:
     ) -> Written:
         """Write the rows ``chunks`` carry (load-format text) as ``table``; see the module doc."""
         try:
+            schema = await self._marker_table(table)
             async with self._conn.transaction():
-                return await self._export(table, columns, chunks, export_id, mode)
+                return await self._export(table, columns, chunks, export_id, mode, schema)
         except ExportFailed:
             raise
         except asyncpg.PostgresError as exc:
@@ -79,22 +82,33 @@ class PostgresTarget:
             raise ExportFailed("connection_lost", f"the connection to the PostgreSQL target was lost: "
                                f"{type(exc).__name__}: {exc}", retryable=True) from exc
 
-    async def _export(
-        self, table: TargetTable, columns: Sequence[ExportColumn], chunks: AsyncIterable[bytes],
-        export_id: str, mode: str,
-    ) -> Written:
+    async def _marker_table(self, table: TargetTable) -> str:
+        """The target schema, with its marker table created in a short transaction of its own: made
+        inside the long export transaction, two first exports into a schema would both create it,
+        the second waiting for the first's whole COPY only to fail on the catalog's unique index.
+        Serialised per schema, so the second sees the first's table."""
         conn = self._conn
-        await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", export_id)
         schema = table.schema or await conn.fetchval("SELECT current_schema()")
         if schema is None:
             raise ExportFailed("target_refused", "the target has no current schema: set db_export.schema",
                                retryable=False)
+        marker = f"{quote_postgres(schema)}.{quote_postgres(MARKER_TABLE)}"
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", f"maestro-marker:{schema}")
+            await conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {marker} (export_id text PRIMARY KEY, target_table text NOT NULL, "
+                "rows bigint NOT NULL, finished_at timestamptz NOT NULL DEFAULT now())"
+            )
+        return schema
+
+    async def _export(
+        self, table: TargetTable, columns: Sequence[ExportColumn], chunks: AsyncIterable[bytes],
+        export_id: str, mode: str, schema: str,
+    ) -> Written:
+        conn = self._conn
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", export_id)
         q_schema = quote_postgres(schema)
         marker = f"{q_schema}.{quote_postgres(MARKER_TABLE)}"
-        await conn.execute(
-            f"CREATE TABLE IF NOT EXISTS {marker} (export_id text PRIMARY KEY, target_table text NOT NULL, "
-            "rows bigint NOT NULL, finished_at timestamptz NOT NULL DEFAULT now())"
-        )
         done = await conn.fetchval(f"SELECT rows FROM {marker} WHERE export_id = $1", export_id)
         if done is not None:
             return Written(int(done), already_done=True)
@@ -112,6 +126,10 @@ class PostgresTarget:
             await conn.execute(f"DROP TABLE IF EXISTS {target}")
             await conn.execute(f"ALTER TABLE {staging} RENAME TO {quote_postgres(table.name)}")
         else:
+            # Two upserts creating one new table: the second waits here for the first's commit, then
+            # sees its table (instead of a unique-index failure on the catalog).
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+                               f"maestro-table:{schema}.{table.name}")
             await conn.execute(f"CREATE TABLE IF NOT EXISTS {target} ({_definition(columns)})")
             names = ", ".join(quote_postgres(c.name) for c in columns)
             conflict = ", ".join(quote_postgres(c.name) for c in keys)
@@ -148,6 +166,10 @@ def _translated(exc: asyncpg.PostgresError, table: TargetTable, columns: Sequenc
         return ExportFailed("timeout", f"the PostgreSQL target cancelled the export: {message}", retryable=True)
     if sqlstate in ("40001", "40P01", "55P03"):
         return ExportFailed("conflict", f"the PostgreSQL target: {message}", retryable=True)
+    if sqlstate == "23505" and getattr(exc, "constraint_name", None) in _CATALOG_NAMES:
+        # Two transactions created one table at once (the catalog's unique index): not our data.
+        return ExportFailed("conflict", f"the PostgreSQL target: {message}; another export created the "
+                            "same table at the same moment", retryable=True)
     if sqlstate.startswith(("22", "23")):  # data exception, integrity constraint violation
         return ExportFailed("bad_value", f"the PostgreSQL target refused a value: {message}", retryable=False)
     if sqlstate == "42P10":  # ON CONFLICT names columns without a unique index

@@ -183,8 +183,12 @@ class CallbackSender:
         if 200 <= status < 300:
             return Outcome(ok=True, status_code=status, duration_ms=result.duration_ms)
         if status == 410:
-            await self.endpoints.disable(table_id, plan.target, status, plan.delivery_id,
-                                         Metadata(actor=ACTOR, causation_id=delivery.planned.event_id))
+            disabled = await self.endpoints.disable(
+                table_id, plan.target, status, plan.delivery_id,
+                Metadata(actor=ACTOR, causation_id=delivery.planned.event_id), expected_version=endpoint.version)
+            if not disabled:  # rotated or enabled meanwhile: try again, signed as the endpoint is now
+                return Outcome(status_code=status, retryable=True, duration_ms=result.duration_ms,
+                               error="HTTP 410 Gone to a request signed before the endpoint changed; retrying")
             return Outcome(status_code=status, reason="endpoint_gone", duration_ms=result.duration_ms,
                            error=f"HTTP 410 Gone: the endpoint is disabled until enabled again or its secret rotated")
         retryable = status in RETRYABLE_STATUS or status >= 500

@@ -9,6 +9,12 @@ stream: a second dispatcher (a replica that still thinks it leads) gets a confli
 and the receiver, which sees the same ``webhook-id`` on every attempt, can drop a repeat. A crash
 between the attempt and its event means that attempt is made again: at least once on the wire,
 exactly once in the log.
+
+A failure that is not the database's (a bug in folding, deciding or recording) must not turn
+"at least once" into "once a second forever": after an attempt was made, such a failure ends the
+delivery with ``DeliveryFailed(reason="invalid")``; when even that cannot be recorded (or the
+stream cannot be read), the delivery is looked at again with an exponential backoff and
+``deliveries:attempts`` is down in ``/healthz`` until that delivery is handled again.
 """
 
 from __future__ import annotations
@@ -29,13 +35,17 @@ from maestro.events.deliveries import (
     delivery_stream,
 )
 from maestro.events.model import Event, Metadata, RecordedEvent, now
-from maestro.events.store import EventStore
+from maestro.events.store import ANY_VERSION, EventStore
+from maestro.health import Health
 from maestro.handlers.notify.delivery import DeliveryState, Outcome, Sender
 from maestro.handlers.notify.reactor import Reactor
 from maestro.handlers.notify.schedule import next_attempt_at
 
 log = logging.getLogger(__name__)
 ACTOR = "system:deliveries"
+# Its own /healthz entry: the host's "reactor:deliveries" says whether the log is followed (and is
+# set ok on every read), this one whether attempts can be handled and recorded.
+COMPONENT = "deliveries:attempts"
 
 
 class Dispatcher(Reactor):
@@ -44,12 +54,15 @@ class Dispatcher(Reactor):
 
     def __init__(self, store: EventStore, senders: Mapping[str, Sender] = (), *, concurrency: int = 16,
                  clock: Callable[[], dt.datetime] = now, rng: random.Random | None = None,
-                 db_retry: float = 1.0) -> None:
+                 db_retry: float = 1.0, max_retry: float = 300.0, health: Health | None = None) -> None:
         self.store = store
         self.senders: dict[str, Sender] = dict(senders)
         self.clock = clock
         self.rng = rng or random.Random()
         self.db_retry = db_retry
+        self.max_retry = max_retry
+        self.health = health
+        self._failures: dict[str, int] = {}  # delivery id -> consecutive failures that were not outages
         self._due: list[tuple[dt.datetime, str]] = []  # heap of (when, delivery id)
         self._queued: dict[str, dt.datetime] = {}  # delivery id -> its earliest entry in the heap
         self._busy: set[str] = set()
@@ -84,6 +97,9 @@ class Dispatcher(Reactor):
         self._due.clear()
         self._queued.clear()
         self._busy.clear()
+        self._failures.clear()
+        if self.health is not None:
+            self.health.forget(COMPONENT)
 
     # ---------------------------------------------------------------- timetable
     def schedule(self, delivery_id: str, when: dt.datetime) -> None:
@@ -124,14 +140,29 @@ class Dispatcher(Reactor):
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            # The log could not be read or written: the attempt (if made) is made again later.
-            log.warning("delivery attempt not recorded; retrying", extra={"delivery_id": delivery_id, "error": str(exc)},
-                        exc_info=not database_unavailable(exc))
-            again = self.clock() + dt.timedelta(seconds=self.db_retry)
+            again = self._failed(delivery_id, exc)
+        else:
+            if self._failures.pop(delivery_id, None) is not None and not self._failures and self.health is not None:
+                self.health.ok(COMPONENT)
         finally:
             self._busy.discard(delivery_id)
         if again is not None:
             self.schedule(delivery_id, again)
+
+    def _failed(self, delivery_id: str, exc: Exception) -> dt.datetime:
+        """The log could not be read or written: look again later. An outage is retried at once
+        (PostgreSQL comes back); anything else backs off and says so in /healthz."""
+        if database_unavailable(exc):
+            log.warning("delivery attempt not recorded; retrying", extra={"delivery_id": delivery_id, "error": str(exc)})
+            return self.clock() + dt.timedelta(seconds=self.db_retry)
+        count = self._failures[delivery_id] = self._failures.get(delivery_id, 0) + 1
+        delay = min(self.max_retry, self.db_retry * 2 ** min(count, 30))
+        log.error("delivery cannot be handled; backing off", exc_info=exc,
+                  extra={"delivery_id": delivery_id, "failures": count, "retry_in": delay})
+        if self.health is not None:
+            self.health.down(COMPONENT, f"delivery {delivery_id} cannot be handled ({type(exc).__name__}, "
+                                        f"{count} times; see the server log); retried in {delay:g} s")
+        return self.clock() + dt.timedelta(seconds=delay)
 
     # ---------------------------------------------------------------- one attempt
     async def load(self, delivery_id: str) -> DeliveryState | None:
@@ -162,14 +193,28 @@ class Dispatcher(Reactor):
         decided = self.clock()
         if outcome.defer is not None:  # not tried: no event, look again then
             return decided + dt.timedelta(seconds=max(0.0, outcome.defer))
-        events, again = self._decide(state, outcome, decided)
         meta = Metadata(actor=ACTOR, correlation_id=state.planned.metadata.correlation_id,
                         causation_id=state.planned.event_id)
         try:
+            events, again = self._decide(state, outcome, decided)
             # Recorded at the moment the next attempt was drawn from, so the log shows the delay.
             await self.store.append(delivery_stream(delivery_id), state.version, events, meta, occurred_at=decided)
         except ConcurrencyConflict:
             return self.clock()  # someone else recorded something: look at the stream again
+        except Exception as exc:
+            if database_unavailable(exc):
+                raise
+            # The attempt was made but cannot be recorded as such: end the delivery, saying why,
+            # instead of making it again (a redelivery starts a new chain once fixed).
+            log.exception("delivery attempt made but not recordable; ending the delivery",
+                          extra={"delivery_id": delivery_id})
+            p = state.plan
+            failed = DeliveryFailed(delivery_id=p.delivery_id, table_id=p.table_id, run_id=p.run_id,
+                                    chain=state.chain, reason="invalid",
+                                    message=f"attempt {state.attempt + 1} was made but could not be recorded "
+                                            f"({type(exc).__name__}: {exc})"[:500])
+            await self.store.append(delivery_stream(delivery_id), ANY_VERSION, [failed], meta)
+            return None
         return again
 
     def _decide(self, state: DeliveryState, outcome: Outcome, at: dt.datetime) -> tuple[list[Event], dt.datetime | None]:

@@ -27,7 +27,7 @@ from maestro.events.deliveries import (
     endpoint_stream,
 )
 from maestro.events.model import Metadata
-from maestro.events.store import ANY_VERSION, NO_STREAM, EventStore
+from maestro.events.store import NO_STREAM, EventStore
 
 
 def new_secret() -> str:
@@ -104,14 +104,22 @@ class Endpoints:
                                 [WebhookEndpointEnabled(table_id=table_id, why=why)], actor)  # type: ignore[arg-type]
         return True
 
-    async def disable(self, table_id: str, url: str, status_code: int, delivery_id: str, actor: Metadata) -> None:
+    async def disable(self, table_id: str, url: str, status_code: int, delivery_id: str, actor: Metadata,
+                      *, expected_version: int) -> bool:
+        """Disable the endpoint as it was when the answer's request was signed (``expected_version``).
+        False when it changed since — rotated or enabled while the request was in flight: that
+        410 answered the old endpoint, and must not disable the new one."""
         endpoint = await self.get(table_id)
         if endpoint is not None and not endpoint.enabled:
-            return
-        await self.store.append(endpoint_stream(table_id), ANY_VERSION, [WebhookEndpointDisabled(
-            table_id=table_id, delivery_id=delivery_id, url=url, status_code=status_code,
-            reason=f"{url} answered {status_code} Gone",
-        )], actor)
+            return True
+        try:
+            await self.store.append(endpoint_stream(table_id), expected_version, [WebhookEndpointDisabled(
+                table_id=table_id, delivery_id=delivery_id, url=url, status_code=status_code,
+                reason=f"{url} answered {status_code} Gone",
+            )], actor)
+        except ConcurrencyConflict:
+            return False
+        return True
 
     async def after_save(self, table_id: str, url: str | None, actor: Metadata) -> dict[str, Any] | None:
         """After a table save: create the endpoint of a first ``notify_url`` (its secret, once),

@@ -12,7 +12,8 @@ leads (``maestro.services``), each in its own task:
   gets a concurrency conflict, not a second side effect) and the checkpoint is never moved past
   an event that was not handled;
 - a database outage (or any failure) marks ``reactor:<name>`` down in ``/healthz`` and the loop
-  subscribes again from the checkpoint with backoff; ``kill -9`` is the same as an outage;
+  subscribes again from the checkpoint with backoff; ``kill -9`` is the same as an outage; a
+  replica that finds another one leading shows its reactors as ``standby``, not down;
 - an event whose handling keeps failing for another reason is retried ``attempts`` times, then
   handed to ``give_up(event, error)``, which must record the failure as an event (nothing fails
   silently) — the reactor moves on instead of stopping on one bad event.
@@ -118,7 +119,8 @@ class ReactorHost:
 
     async def stop(self, why: str | None = None) -> None:
         """Stop every reactor. ``why`` given (leadership or the database lost): each stays in
-        ``/healthz`` as down for that reason until it runs again; None (shutdown): forgotten."""
+        ``/healthz`` as down for that reason until :meth:`standby` or it runs again; None
+        (shutdown): forgotten."""
         self._stop.set()
         tasks = list(self._tasks.values())
         for task in tasks:
@@ -132,6 +134,15 @@ class ReactorHost:
                 self.health.forget(component(reactor))
             else:
                 self.health.down(component(reactor), why)
+
+    def standby(self, why: str) -> None:
+        """This process is a healthy standby (another replica holds the lock and runs the
+        reactors): say so in ``/healthz`` instead of the ``down`` a step-down left — a load
+        balancer or a liveness probe must not pull or restart a replica for not leading."""
+        if self.running:
+            return
+        for reactor in self.reactors.values():
+            self.health.set(component(reactor), "standby", why)
 
     # ---------------------------------------------------------------- following
     async def _run(self, reactor: Reactor) -> None:

@@ -11,6 +11,8 @@ attempt's event, so a restart resumes the schedule instead of drawing it again.
 True
 >>> next_attempt_at(s, 1, t0 + dt.timedelta(minutes=59, seconds=58), rng=random.Random(1)) is None
 True
+>>> next_attempt_at(s, 1, t0, retry_after=999999999999.0, rng=random.Random(1)) is None
+True
 """
 
 from __future__ import annotations
@@ -45,5 +47,8 @@ def next_attempt_at(
     delay = (rng or random).uniform(low, high)
     if retry_after is not None:
         delay = max(delay, retry_after)
-    at = now + dt.timedelta(seconds=delay)
-    return at if at <= schedule.deadline else None
+    # Compared in seconds before a timedelta is built: a receiver's Retry-After may be any number
+    # (999999999999 overflows a datetime), and anything past the deadline ends the schedule anyway.
+    if not delay <= (schedule.deadline - now).total_seconds():
+        return None
+    return now + dt.timedelta(seconds=delay)

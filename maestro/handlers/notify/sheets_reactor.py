@@ -8,7 +8,8 @@ nothing):
 
 - the spreadsheet is the table's ``sheet_id`` if set, else the one recorded on
   ``sheets-<table id>``, else a new one, recorded (``SheetsSpreadsheetCreated``) from
-  ``on_created`` — before any tab is written, so an attempt after a crash writes to it;
+  ``on_created`` as soon as it exists — before it is shared or any tab is written, so an attempt
+  after a crash or a failed sharing uses it (and shares it first: ``SheetsSpreadsheetShared``);
 - one tab per run whatever happens: the tab's title derives from the run, and an attempt that
   finds it rewrites it;
 - 429 and quota answers are retried inside the client (backoff, ``Retry-After``); what still
@@ -27,7 +28,12 @@ from typing import Any
 from maestro.adapters.bigquery_rows import table_rows
 from maestro.errors import BigQueryError, ConcurrencyConflict, MaestroError, SheetsError, SheetsLimitExceeded
 from maestro.events.catalog import TableSpec
-from maestro.events.exports import SheetsSpreadsheetCreated, SheetsSpreadsheetForgotten, sheets_stream
+from maestro.events.exports import (
+    SheetsSpreadsheetCreated,
+    SheetsSpreadsheetForgotten,
+    SheetsSpreadsheetShared,
+    sheets_stream,
+)
 from maestro.events.model import Metadata, RecordedEvent
 from maestro.events.store import NO_STREAM, EventStore
 from maestro.handlers.notify.delivery import DeliveryState, Outcome
@@ -67,16 +73,20 @@ class SheetsSender:
         self.store = store
         self.context = context
 
-    async def recorded(self, table_id: str) -> tuple[str | None, int]:
-        """The spreadsheet recorded for the table (None: none, or forgotten) and the stream's version."""
+    async def recorded(self, table_id: str) -> tuple[str | None, bool, int]:
+        """The spreadsheet recorded for the table (None: none, or forgotten), whether it is still
+        to be shared, and the stream's version."""
         events = await self.store.read(sheets_stream(table_id))
         current: str | None = None
+        unshared = False
         for r in events:
             if isinstance(r.event, SheetsSpreadsheetCreated):
-                current = r.event.spreadsheet_id
+                current, unshared = r.event.spreadsheet_id, not r.event.shared
+            elif isinstance(r.event, SheetsSpreadsheetShared) and r.event.spreadsheet_id == current:
+                unshared = False
             elif isinstance(r.event, SheetsSpreadsheetForgotten):
-                current = None
-        return current, (events[-1].version if events else NO_STREAM)
+                current, unshared = None, False
+        return current, unshared, (events[-1].version if events else NO_STREAM)
 
     async def send(self, delivery: DeliveryState) -> Outcome:
         plan = delivery.plan
@@ -90,19 +100,28 @@ class SheetsSender:
         table_id = plan.table_id
         meta = Metadata(actor=ACTOR, correlation_id=delivery.planned.metadata.correlation_id,
                         causation_id=delivery.planned.event_id)
-        recorded, version = await self.recorded(table_id)
+        recorded, unshared, version = await self.recorded(table_id)
         sid = spec.sheets_export.sheet_id or recorded
+        domains = share_domains(config)
+        appended = version
 
         async def on_created(spreadsheet_id: str) -> None:
+            nonlocal appended
             created = SheetsSpreadsheetCreated(table_id=table_id, spreadsheet_id=spreadsheet_id, run_id=plan.run_id,
-                                               delivery_id=plan.delivery_id)
+                                               delivery_id=plan.delivery_id, shared=not domains)
             try:
-                await self.store.append(sheets_stream(table_id), version, [created], meta)
+                appended = (await self.store.append(sheets_stream(table_id), version, [created], meta)).version
             except ConcurrencyConflict:
                 # Another run's export of the table recorded one first: this attempt stops here
                 # and the next writes to that one (the spreadsheet just created stays unused).
                 raise SheetsError("conflict", "another export of the table created its spreadsheet at the same "
                                   "time; retrying with that one", retryable=True) from None
+
+        async def on_shared(spreadsheet_id: str) -> None:
+            # Expected version: a spreadsheet forgotten or replaced meanwhile is not marked shared.
+            with contextlib.suppress(ConcurrencyConflict):
+                await self.store.append(sheets_stream(table_id), appended, [SheetsSpreadsheetShared(
+                    table_id=table_id, spreadsheet_id=spreadsheet_id, domains=domains)], meta)
 
         started = time.perf_counter()
 
@@ -115,7 +134,8 @@ class SheetsSender:
                 await asyncio.wait_for(export_to_sheet(
                     client, spec, rows.columns, rows.pages, run_id=plan.run_id,
                     run_date=dt.date.fromisoformat(plan.details["run_date"]), total_rows=rows.total_rows,
-                    spreadsheet_id=sid, share_with=share_domains(config), on_created=on_created,
+                    spreadsheet_id=sid, share_with=domains, on_created=on_created, on_shared=on_shared,
+                    unshared=unshared and sid == recorded,
                 ), timeout=plan.schedule.timeout)
         except SheetsLimitExceeded as exc:
             return Outcome(error=exc.message, reason="invalid", duration_ms=took())

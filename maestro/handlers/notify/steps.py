@@ -40,15 +40,16 @@ async def open_steps(pool: Any, run_id: str) -> int:
     """Steps of the run still to end: deliveries not yet succeeded or failed, and callbacks and
     exports due (an extract of the run succeeded for a table with a ``notify_url`` or a
     ``db_export``, a query for a table with a ``sheets_export``) but not planned yet — the
-    reactors plan them a moment after the job, possibly after the run's end. An export counts as
-    due for ten minutes after its job (the table's settings are today's: one given an export
-    after an old run must not keep that run's stream open for ever)."""
+    reactors plan them a moment after the job, possibly after the run's end. A callback or an
+    export counts as due for ten minutes after its job: one that is never planned — its extract
+    succeeded before the callbacks reactor existed, this Maestro runs no reactors, or (exports)
+    the table's export was added after an old run — must not keep the run's stream open for ever."""
     return await pool.fetchval(
         "SELECT (SELECT count(*) FROM deliveries WHERE run_id = $1 AND kind <> 'slack' "
         "AND state IN ('pending', 'retrying')) + "
         "(SELECT count(*) FROM jobs j JOIN run_tables rt ON rt.run_id = j.run_id AND rt.table_id = j.table_id "
         " WHERE j.run_id = $1 AND j.kind = 'extract' AND j.state = 'succeeded' "
-        " AND rt.extract->>'notify_url' IS NOT NULL "
+        " AND rt.extract->>'notify_url' IS NOT NULL AND j.finished_at > now() - interval '10 minutes' "
         " AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.job_id = j.job_id AND d.kind = 'callback')) + "
         "(SELECT count(*) FROM jobs j JOIN catalog_tables c ON c.table_id = j.table_id "
         " CROSS JOIN LATERAL (VALUES ('sheets', 'query', 'sheets_export'), ('db_export', 'extract', 'db_export')) "

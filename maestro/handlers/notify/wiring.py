@@ -74,7 +74,7 @@ def build_notify(
     policy = callback_policy(settings)
     endpoints = Endpoints(store, box)
     client = WebhookClient(parse_networks(settings.callback_allowed_networks))
-    dispatcher = Dispatcher(store)
+    dispatcher = Dispatcher(store, health=health)
     dispatcher.add_sender(CallbackSender(endpoints, client, policy, storage, schema))
     host = ReactorHost(store, health, [dispatcher, CallbackReactor(store, endpoints, policy)])
     if exports is not None:

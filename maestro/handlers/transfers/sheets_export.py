@@ -5,9 +5,10 @@ A reactor calls :func:`export_to_sheet` with the table's spec, its columns and i
 
 1. reads every row once into a spool, checking Google's limits (cells, characters per cell,
    request size) — a result that cannot fit fails here, before any call to Google;
-2. creates the spreadsheet on the first export (titled ``dataset.name``), shares it read-only with
-   the allowed domains, and hands its id to ``on_created`` (the caller records it as an event;
-   ``SheetsResult.spreadsheet_id`` carries it too) so later exports reuse it;
+2. creates the spreadsheet on the first export (titled ``dataset.name``), hands its id to
+   ``on_created`` at once (the caller records it as an event; ``SheetsResult.spreadsheet_id``
+   carries it too) so later exports — and the retry of a failed sharing — reuse it, then shares it
+   read-only with the allowed domains (``on_shared``);
 3. adds the run's tab in front, sized to the result — or, when an earlier attempt of the same run
    already added it (a crash, a retry), rewrites that tab: the title is derived from the run, so
    one run has exactly one tab whatever happens;
@@ -136,11 +137,17 @@ async def export_to_sheet(
     spreadsheet_id: str | None = None,
     share_with: Sequence[str] = (),
     on_created: Callable[[str], Awaitable[None]] | None = None,
+    unshared: bool = False,
+    on_shared: Callable[[str], Awaitable[None]] | None = None,
 ) -> SheetsResult:
     """Export ``rows`` (pages of value tuples, in ``columns``' order; a column is a name or has a
     ``.name``) to the table's spreadsheet: ``spreadsheet_id``, else ``spec.sheets_export.sheet_id``,
     else a new one. Raises :class:`SheetsLimitExceeded` before any call when the result cannot fit,
-    :class:`SheetsError` (``reason``, ``retryable``) when Google refuses or stays unavailable."""
+    :class:`SheetsError` (``reason``, ``retryable``) when Google refuses or stays unavailable.
+
+    A new spreadsheet goes to ``on_created`` as soon as it exists, then is shared with
+    ``share_with`` and handed to ``on_shared``; ``unshared``: ``spreadsheet_id`` was created by an
+    earlier attempt whose sharing failed, so it is shared first."""
     settings = spec.sheets_export
     if settings is None:
         raise SheetsError("not_configured", f"{spec.qualified_name} has no sheets_export", retryable=False)
@@ -153,28 +160,35 @@ async def export_to_sheet(
         sid = spreadsheet_id or settings.sheet_id
         created = sid is None
         if sid is None:
-            sid = await _create(client, spec.qualified_name, share_with, on_created)
+            sid = await _create(client, spec.qualified_name, on_created)
         try:
+            if (created or unshared) and share_with:
+                await _share(client, sid, share_with, on_shared)
             return await _write(client, sid, title, spool, settings.keep_tabs, limits, created, sent_before)
         except SheetsError as exc:
-            if created:  # the caller must still record the spreadsheet, or the retry makes another
+            if created:  # the spreadsheet the caller recorded (``on_created``), for its message
                 exc.spreadsheet_id = sid
                 exc.details["spreadsheet_id"] = sid
             raise
 
 
-async def _create(
-    client: SheetsClient, title: str, share_with: Sequence[str], on_created: Callable[[str], Awaitable[None]] | None
-) -> str:
+async def _create(client: SheetsClient, title: str, on_created: Callable[[str], Awaitable[None]] | None) -> str:
     book = await client.create_spreadsheet(title)
     sid = str(book["spreadsheetId"])
-    # Shared before it is handed out: a spreadsheet whose sharing failed is not recorded, so the
-    # retry creates a new one rather than reuse one that nobody but the service account can open.
-    for domain in share_with:
-        await client.share_with_domain(sid, domain, role="reader")
+    # Handed out at once, before sharing: a sharing that fails (a domain policy, an outage) is
+    # retried on this spreadsheet by the next attempt, instead of each attempt creating another
+    # that nobody can see but the service account.
     if on_created is not None:
         await on_created(sid)
     return sid
+
+
+async def _share(client: SheetsClient, sid: str, domains: Sequence[str],
+                 on_shared: Callable[[str], Awaitable[None]] | None) -> None:
+    for domain in domains:  # a repeat for a domain already given is harmless: the same permission
+        await client.share_with_domain(sid, domain, role="reader")
+    if on_shared is not None:
+        await on_shared(sid)
 
 
 async def _write(
@@ -198,18 +212,37 @@ async def _write(
         except SheetsError as exc:
             # An earlier addSheet of ours was applied but its answer lost (a dropped connection,
             # retried): the tab is there now, so read again and rewrite it.
-            if attempt or "already exists" not in exc.message:
+            # Likewise a batch whose deleteSheet applied: the retry finds the tab gone.
+            if attempt or not ("already exists" in exc.message or _no_such_tab(exc)):
                 raise
     for first_row, values in spool.batches():
         await client.update_values(sid, a1(title, first_row), values)
     if plan.drop_after:
-        await client.batch_update(sid, [{"deleteSheet": {"sheetId": i}} for i in plan.drop_after])
+        await _delete_tabs(client, sid, plan.drop_after)
     return SheetsResult(
         spreadsheet_id=sid, spreadsheet_url=str(book.get("spreadsheetUrl", "")), created=created, tab=title,
         tab_id=tab_id, rewritten=plan.existing is not None, rows=spool.rows,
         cells=grid_rows(spool.rows) * spool.columns, requests=client.requests - sent_before,
         removed_tabs=len(plan.drop_with_add) + len(plan.drop_after),
     )
+
+
+def _no_such_tab(exc: SheetsError) -> bool:
+    return exc.reason in ("invalid_argument", "http_400") and "No sheet with id" in exc.message
+
+
+async def _delete_tabs(client: SheetsClient, sid: str, tab_ids: Sequence[int]) -> None:
+    """Remove these tabs. The batch is retried after a lost answer; when the first try was
+    applied, the retry finds a tab gone: read the tabs again and remove only what is left."""
+    try:
+        await client.batch_update(sid, [{"deleteSheet": {"sheetId": i}} for i in tab_ids])
+    except SheetsError as exc:
+        if not _no_such_tab(exc):
+            raise
+        book = await client.get_spreadsheet(sid)
+        present = {int(s["properties"]["sheetId"]) for s in book.get("sheets", [])}
+        if left := [i for i in tab_ids if i in present]:
+            await client.batch_update(sid, [{"deleteSheet": {"sheetId": i}} for i in left])
 
 
 async def _prepare_tab(client: SheetsClient, sid: str, title: str, plan: TabPlan, spool: Spool) -> int:

@@ -11,6 +11,7 @@ recommended. A batch is a run of rows whose JSON stays under :attr:`SheetsLimits
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
 import hashlib
@@ -136,14 +137,19 @@ class Spool:
         check_shape(self.columns, None, self.limits)
         self._add(self.header, label="the header")
         async for page in pages:
-            for row in page:
-                self.rows += 1
-                self._add([to_cell(v) for v in row], label=f"row {self.rows:,}")
+            # Converting, encoding and writing a page is CPU and disk work (up to max_result_bytes
+            # in all): in a thread, so the event loop (the leader lock's watch, the HTTP API) runs on.
+            await asyncio.to_thread(self._add_page, page)
             if (self.rows + 1) * self.columns > self.limits.max_cells:  # stop reading early
                 raise SheetsLimitExceeded("cells_per_spreadsheet", _cells_message(self.rows, self.columns, self.limits)
                                           .replace("the result is", "the result is at least"))
         self._flush()
         return self
+
+    def _add_page(self, page: Iterable[Sequence[Any]]) -> None:
+        for row in page:
+            self.rows += 1
+            self._add([to_cell(v) for v in row], label=f"row {self.rows:,}")
 
     def _add(self, cells: list[Any], *, label: str) -> None:
         if len(cells) != self.columns:
