@@ -73,10 +73,11 @@ TURN_POLL = 1.0  # seconds between looks at whether an earlier import of the tab
 class ImportContext:
     storage: Callable[[], Any]  # the google.cloud.storage Client in use now
     database: Callable[[str], Any]  # name -> (DatabaseSection, password) or None
-    # 8 MiB upload requests, sent from the sink's own thread while the next row group encodes.
-    # (32 MiB requests were faster on the local GCS before the sending overlapped, but a 24 MB
-    # file never filled one: the peak RSS then grew between 1 M and 5 M rows; docs/benchmarks.md.)
-    parquet: ParquetSettings = ParquetSettings()
+    # 16 MiB upload requests, sent from the sink's own thread while the next row group encodes.
+    # 32 MiB were faster on the local GCS (whose resumable uploads slow as the object grows), but
+    # a 1 M-row file (24 MB) never filled one while 5 M rows did: peak RSS differed by a chunk and
+    # its copy (+40 %); 16 MiB: within 3 %; 8 MiB: +10 % and slower (docs/benchmarks.md).
+    parquet: ParquetSettings = ParquetSettings(chunk_size=16 * 1024 * 1024)
     connect_timeout: float = 10.0
     statement_timeout: float = 6 * 3600.0
     progress_every: float = PROGRESS_EVERY
