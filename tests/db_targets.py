@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from maestro.handlers.transfers.db_export import ExportDatabase
-from tests.sources import MYSQL
+from sources import MYSQL
 
 BUCKET = "maestro-exports-test"
 

@@ -20,8 +20,8 @@ from maestro.adapters.targets.common import MARKER_TABLE, staging_name
 from maestro.errors import ExportFailed
 from maestro.events.catalog import TableSpec
 from maestro.handlers.transfers.db_export import ExportDatabase, ExportLimits, export_table
-from tests.db_targets import csv_bytes, mysql_database, mysql_fetch, mysql_tables, pg_fetch, pg_tables, put_object
-from tests.sources import MYSQL
+from db_targets import csv_bytes, mysql_database, mysql_fetch, mysql_tables, pg_fetch, pg_tables, put_object
+from sources import MYSQL
 
 SCHEMA = [{"name": "id", "type": "INT64", "mode": "REQUIRED"}, {"name": "label", "type": "STRING"}]
 

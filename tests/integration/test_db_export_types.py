@@ -21,7 +21,7 @@ from maestro.adapters.localstack import LocalStack, storage_client
 from maestro.errors import ExportFailed
 from maestro.events.catalog import TableSpec
 from maestro.handlers.transfers.db_export import ExportDatabase, export_table
-from tests.db_targets import csv_bytes, mysql_database, mysql_fetch, parquet_bytes, pg_fetch, put_object
+from db_targets import csv_bytes, mysql_database, mysql_fetch, parquet_bytes, pg_fetch, put_object
 
 D = decimal.Decimal
 SCHEMA = [
