@@ -10,9 +10,9 @@ import random
 import shutil
 import uuid
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
-from conftest import _with_database
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -38,6 +38,11 @@ RAW_ITEMS = (
     "AND ($3::text IS NULL OR group_id = $3) GROUP BY 1 ORDER BY bytes_billed DESC, key"
 )
 FIELDS = ("bytes_billed", "bytes_processed", "slot_ms", "jobs")
+
+
+def _with_database(dsn: str, database: str) -> str:
+    # Not conftest's own helper: with tests/browser collected too, "conftest" is that one.
+    return urlunsplit(urlsplit(dsn)._replace(path="/" + database))
 
 
 def _stats(billed: int, day: int, hour: int) -> JobStatistics:
@@ -184,7 +189,7 @@ async def test_the_api_answers_as_summing_the_job_rows(client, runtime) -> None:
             assert len(csv_text.splitlines()) == 1 + len(raw)
 
 
-async def test_a_database_migrated_with_cost_history_gets_the_projections_sums(runtime, pg_admin_dsn, tmp_path: Path) -> None:
+async def test_a_database_migrated_with_cost_history_gets_the_projections_sums(runtime, fresh_database, tmp_path: Path) -> None:
     """sql/016 sums the rows a database already had: the same rows the projection keeps."""
     await _generate(runtime, 60)
     jobs = await runtime.pool.fetch("SELECT * FROM cost_jobs")
@@ -196,20 +201,13 @@ async def test_a_database_migrated_with_cost_history_gets_the_projections_sums(r
     for migration in sorted(postgres.SQL_DIR.glob("[0-9]*.sql")):
         if migration.name < "016":
             shutil.copy(migration, before / migration.name)
-    name = f"maestro_m_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(pg_admin_dsn)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    await admin.close()
-    conn = await asyncpg.connect(_with_database(pg_admin_dsn, name))
+    conn = await asyncpg.connect(fresh_database[0])
     try:
         await postgres.migrate(conn, before)
-        columns = list(jobs[0].keys())
-        await conn.copy_records_to_table("cost_jobs", records=[tuple(r) for r in jobs], columns=columns)
+        await conn.copy_records_to_table("cost_jobs", records=[tuple(r) for r in jobs], columns=list(jobs[0].keys()))
         assert "016_cost_rollup" in await postgres.migrate(conn)
-        assert sorted((tuple(r) for r in await conn.fetch(
-            "SELECT dimension, day, key, group_id, bytes_processed, bytes_billed, slot_ms, jobs FROM cost_daily")), key=repr) == expected
+        migrated = await conn.fetch(
+            "SELECT dimension, day, key, group_id, bytes_processed, bytes_billed, slot_ms, jobs FROM cost_daily")
+        assert sorted((tuple(r) for r in migrated), key=repr) == expected
     finally:
         await conn.close()
-        admin = await asyncpg.connect(pg_admin_dsn)
-        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-        await admin.close()
