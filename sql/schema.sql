@@ -219,6 +219,22 @@ CREATE TABLE public.config_entries (
 );
 
 --
+-- Name: cost_daily; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.cost_daily (
+    dimension text NOT NULL,
+    day date NOT NULL,
+    key text,
+    group_id text,
+    bytes_processed bigint NOT NULL,
+    bytes_billed bigint NOT NULL,
+    slot_ms bigint NOT NULL,
+    jobs bigint NOT NULL,
+    CONSTRAINT cost_daily_dimension_check CHECK ((dimension = ANY (ARRAY['user'::text, 'table'::text, 'run'::text])))
+);
+
+--
 -- Name: cost_jobs; Type: TABLE; Schema: public; Owner: -
 --
 
@@ -714,6 +730,12 @@ CREATE UNIQUE INDEX catalog_tables_number ON public.catalog_tables USING btree (
 --
 
 CREATE INDEX config_entries_section ON public.config_entries USING btree (section, name);
+
+--
+-- Name: cost_daily_key; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE UNIQUE INDEX cost_daily_key ON public.cost_daily USING btree (dimension, day, COALESCE(key, ''::text), ((key IS NULL)), COALESCE(group_id, ''::text), ((group_id IS NULL)));
 
 --
 -- Name: cost_jobs_day; Type: INDEX; Schema: public; Owner: -
