@@ -135,3 +135,49 @@ def test_bad_input_and_failures_are_one_line(server: Served, team: dict, config:
     assert down.returncode == 1 and "cannot connect" in down.stderr
     nowhere = maestro(config, "runs", "list")  # no --url and no profile
     assert nowhere.returncode == 2 and "maestro login" in nowhere.stderr
+
+
+def test_import_runs_an_import_table_and_refuses_other_kinds(server: Served, team: dict, config: Path) -> None:
+    """``maestro import TABLE --wait`` runs the import through the API (``--full`` first asks for a
+    re-import); a table of another kind is bad input (exit 2, one line)."""
+    import asyncio
+
+    import asyncpg
+
+    # The source: a table in the served database's own PostgreSQL (a database of the server's).
+    async def source() -> None:
+        conn = await asyncpg.connect(server.dsn)
+        try:
+            await conn.execute("CREATE SCHEMA IF NOT EXISTS shop; CREATE TABLE shop.items (id int PRIMARY KEY, v text)")
+            await conn.execute("INSERT INTO shop.items SELECT g, 'v' || g FROM generate_series(1, 25) g")
+        finally:
+            await conn.close()
+
+    asyncio.run(source())
+    from urllib.parse import urlsplit
+
+    password = urlsplit(server.dsn).password or ""
+    body = {"name": "shop", "driver": "postgres", "dsn": server.dsn.replace(f":{password}@", "@", 1),
+            "landing_dataset": "landing"}
+    if password:
+        body["password"] = password
+    server.call("POST", "/api/v1/databases", body)
+    server.call("POST", "/api/v1/tables", {
+        "group_id": team["group"], "dataset": "cli", "name": "items", "kind": "import",
+        "import": {"source_database": "shop", "source_table": "shop.items", "id_column": "id"}})
+    args = ("--url", server.url, "--token", team["token"])
+    done = maestro(config, "import", "cli.items", "--wait", "--json", *args)
+    assert done.returncode == 0, done.stderr
+    again = maestro(config, "import", "cli.items", "--full", "--wait", "--json", *args)
+    assert again.returncode == 0, again.stderr
+    state = server.call("GET", f"/api/v1/tables/{_table_id(server, 'cli.items')}/import")
+    # The last import is the full one asked for, and the request it answered is no longer pending.
+    assert state["last_import"]["full"] is True and state["reimport_requested"] is None, state
+    wrong = maestro(config, "import", "cli.base", *args)
+    assert wrong.returncode == 2 and wrong.stderr.strip().splitlines()[-1] == (
+        "Error: cli.base is a summary table, not an import")
+
+
+def _table_id(server: Served, name: str) -> str:
+    found = server.call("GET", f"/api/v1/table-lookup?ref={name}")
+    return found.get("id") or found["table_id"]
