@@ -3,6 +3,7 @@ that goes away loses nothing; a crash between a commit and its event commits not
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -163,15 +164,24 @@ async def test_kill_9_at_any_moment_never_commits_an_event_twice(runtime: Runtim
     for round_ in range(6):
         child = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, text=True)
         assert child.stdout is not None
-        child.stdout.readline()  # it is following
-        for n in range(3):
-            await runtime.catalog.create_table(spec(f"t{round_}_{n}"), Metadata(actor=ana.actor))  # a request each
-            made += 1
-        # Kill it somewhere in the middle of committing and pushing those.
-        child.stdout.readline()
-        os.kill(child.pid, signal.SIGKILL)
-        child.wait()
-        child.stdout.close()
+
+        async def cycled() -> None:
+            # Read in a thread: this test's own loop (its runtime's connections) keeps running, and
+            # a child that stops cycling fails the test instead of hanging it.
+            line = await asyncio.wait_for(asyncio.to_thread(child.stdout.readline), timeout=60)
+            assert line, "the worker ended"
+
+        try:
+            await cycled()  # it is following
+            for n in range(3):
+                await runtime.catalog.create_table(spec(f"t{round_}_{n}"), Metadata(actor=ana.actor))  # a request each
+                made += 1
+            # Kill it somewhere in the middle of committing and pushing those.
+            await cycled()
+        finally:
+            os.kill(child.pid, signal.SIGKILL)
+            child.wait()
+            child.stdout.close()
     await settled(worker(runtime, data))
     commits = log(tmp_path / "remote.git")
     spans = [c["body"].split("Maestro-Events: ")[1].split()[0] for c in commits]
