@@ -75,7 +75,9 @@ async def test_a_database_outage_loses_no_delivery(tmp_path, local_stack) -> Non
         assert {r.webhook_id for r in receiver.received} == {row["delivery_id"]}
         # An attempt made but not recordable while the database was down is made again: the
         # receiver may see more requests than the log has attempts, never fewer.
-        assert len(receiver.received) >= len(attempts) >= 3
+        # Two failures and a success reached the receiver; the log has at least the first failure
+        # and the success (the second failure's answer may have come while the database was down).
+        assert len(receiver.received) >= 3 and len(receiver.received) >= len(attempts) >= 2
         print(f"requests while down: {sent_while_down}, in all: {len(receiver.received)}, recorded: {len(attempts)}")
         t0 = time.monotonic()
         while time.monotonic() - t0 < 20 and any(c.startswith("reactor:") for c in runtime.health.degraded()):
