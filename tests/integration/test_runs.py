@@ -187,7 +187,9 @@ async def test_two_schedulers_start_one_run_per_slot(client, runtime, services) 
     created = await runtime.pool.fetchval(
         "SELECT min(occurred_at) FROM events WHERE stream_id = $1", f"frequency-{freq}"
     )
-    now = created + dt.timedelta(seconds=61)
+    # Half-way through the first slot after the frequency was made (created + 61 s could land a
+    # second before the next minute, and "the same slot again" a second later was a new slot).
+    now = created.replace(second=0, microsecond=0) + dt.timedelta(seconds=90)
     schedulers = [Scheduler(runtime.runs) for _ in range(3)]
     started = await asyncio.gather(*(s.tick(now) for s in schedulers))
     assert sum(len(s) for s in started) == 1
