@@ -34,7 +34,7 @@ from google.oauth2 import service_account
 from googleapiclient.discovery import build
 from googleapiclient.errors import HttpError
 
-from maestro.errors import SheetsError
+from maestro.errors_outside import SheetsError
 
 # The narrowest scopes that work: spreadsheets for the data, drive.file to share the files this
 # account created (not every file in its Drive).

@@ -23,7 +23,7 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
-from maestro.errors import SlackError
+from maestro.errors_outside import SlackError
 
 __all__ = ["METADATA_EVENT", "BotPoster", "Posted", "SlackPoster", "WebhookPoster"]
 

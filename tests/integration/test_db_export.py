@@ -17,7 +17,7 @@ import pytest
 
 from maestro.adapters.localstack import LocalStack, storage_client
 from maestro.adapters.targets.common import MARKER_TABLE, staging_name
-from maestro.errors import ExportFailed
+from maestro.errors_outside import ExportFailed
 from maestro.events.catalog import TableSpec
 from maestro.handlers.transfers.db_export import ExportDatabase, ExportLimits, export_table
 from db_targets import csv_bytes, mysql_database, mysql_fetch, mysql_tables, pg_fetch, pg_tables, put_object

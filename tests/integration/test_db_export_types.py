@@ -18,7 +18,7 @@ import pyarrow as pa
 import pytest
 
 from maestro.adapters.localstack import LocalStack, storage_client
-from maestro.errors import ExportFailed
+from maestro.errors_outside import ExportFailed
 from maestro.events.catalog import TableSpec
 from maestro.handlers.transfers.db_export import ExportDatabase, export_table
 from db_targets import csv_bytes, mysql_database, mysql_fetch, parquet_bytes, pg_fetch, put_object

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from fakes.sheets_api import FakeGoogle, Quotas, Sheet
 
 from maestro.adapters.sheets import RetryPolicy, SheetsClient
-from maestro.errors import SheetsError, SheetsLimitExceeded
+from maestro.errors_outside import SheetsError, SheetsLimitExceeded
 from maestro.events.catalog import TableSpec
 from maestro.handlers.transfers.sheets_export import export_to_sheet
 from maestro.handlers.transfers.sheets_plan import SheetsLimits, tab_title

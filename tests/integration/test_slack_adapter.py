@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from maestro.adapters.slack import BotPoster, WebhookPoster
-from maestro.errors import SlackError
+from maestro.errors_outside import SlackError
 from slack_fake import SlackFake
 
 BLOCKS = [{"type": "section", "text": {"type": "mrkdwn", "text": "*hello*"}}]

@@ -13,7 +13,7 @@ import pytest
 from maestro.adapters.targets.encode import encode
 from maestro.adapters.targets.files import canonical
 from maestro.adapters.targets.types import ExportColumn, UnsupportedColumn, export_columns, name_problem
-from maestro.errors import ExportFailed
+from maestro.errors_outside import ExportFailed
 from maestro.events.catalog import DatabaseExport, TableSpec
 from maestro.handlers.transfers.db_export import ExportLimits, export_id_for
 from maestro.handlers.transfers.db_export_check import check_db_export, needs_db_export_check

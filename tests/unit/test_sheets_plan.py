@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from maestro.errors import SheetsLimitExceeded
+from maestro.errors_outside import SheetsLimitExceeded
 from maestro.events.catalog import TableSpec
 from maestro.handlers.transfers import sheets_export, sheets_plan
 from maestro.handlers.transfers.sheets_export import check_sheets_export, sheets_changed

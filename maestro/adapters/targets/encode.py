@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from maestro.adapters.targets.types import MYSQL_BIGNUMERIC, ExportColumn
-from maestro.errors import ExportFailed
+from maestro.errors_outside import ExportFailed
 
 Dialect = Literal["postgres", "mysql"]
 _ESCAPES = (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r"))

@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 
 from maestro.adapters.gcs import split_uri, translated
 from maestro.adapters.targets.types import ExportColumn
-from maestro.errors import ExportFailed
+from maestro.errors_outside import ExportFailed
 
 BLOCK_BYTES = 4 * 1024 * 1024  # Arrow's read block: one batch per block
 READ_CHUNK = 8 * 1024 * 1024  # Cloud Storage ranged reads (a multiple of 256 KiB)

@@ -43,7 +43,7 @@ from maestro.adapters.targets.common import (
 )
 from maestro.adapters.targets.mysql_guard import LOCAL_FILES, GuardedConnection
 from maestro.adapters.targets.types import ExportColumn, quote_mysql
-from maestro.errors import ExportFailed
+from maestro.errors_outside import ExportFailed
 
 SPOOL_BYTES = 16 * 1024 * 1024  # capped below by the server's max_allowed_packet (see _load)
 _SQL_MODE = "STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION,NO_AUTO_VALUE_ON_ZERO"

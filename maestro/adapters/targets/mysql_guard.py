@@ -14,7 +14,7 @@ from pymysql.constants.CLIENT import LOCAL_FILES
 
 __all__ = ["LOCAL_FILES", "GuardedConnection"]
 
-from maestro.errors import ExportFailed
+from maestro.errors_outside import ExportFailed
 
 
 class GuardedConnection(aiomysql.Connection):

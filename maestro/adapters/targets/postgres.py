@@ -27,7 +27,8 @@ import asyncpg
 from maestro.adapters.sources.postgres import _connect_args
 from maestro.adapters.targets.common import MARKER_DAYS, MARKER_TABLE, TargetTable, Written, no_key_message, staging_name
 from maestro.adapters.targets.types import ExportColumn, quote_postgres
-from maestro.errors import ExportFailed, database_unavailable
+from maestro.errors import database_unavailable
+from maestro.errors_outside import ExportFailed
 
 # The system catalogs' unique indexes on names, which a concurrent CREATE of one name trips.
 _CATALOG_NAMES = frozenset({"pg_type_typname_nsp_index", "pg_class_relname_nsp_index"})

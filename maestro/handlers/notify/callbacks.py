@@ -190,7 +190,7 @@ class CallbackSender:
                 return Outcome(status_code=status, retryable=True, duration_ms=result.duration_ms,
                                error="HTTP 410 Gone to a request signed before the endpoint changed; retrying")
             return Outcome(status_code=status, reason="endpoint_gone", duration_ms=result.duration_ms,
-                           error=f"HTTP 410 Gone: the endpoint is disabled until enabled again or its secret rotated")
+                           error="HTTP 410 Gone: the endpoint is disabled until enabled again or its secret rotated")
         retryable = status in RETRYABLE_STATUS or status >= 500
         return Outcome(status_code=status, error=f"HTTP {status}", retryable=retryable, retry_after=result.retry_after,
                        reason="rejected", duration_ms=result.duration_ms)

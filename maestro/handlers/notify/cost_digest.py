@@ -26,7 +26,7 @@ from maestro.events.store import NO_STREAM, EventStore
 from maestro.handlers.notify.slack_blocks import Links, context, escape, fields, header, section
 from maestro.handlers.notify.slack_messages import Notice, Route
 from maestro.health import Health
-from maestro.projections.cost_queries import TIB, cost_items, cost_total, usd
+from maestro.projections.cost_queries import cost_items, cost_total, usd
 
 log = logging.getLogger(__name__)
 COMPONENT = "cost-digests"

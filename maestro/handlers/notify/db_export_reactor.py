@@ -19,7 +19,8 @@ import time
 from typing import Any
 
 from maestro.adapters.bigquery_tables import table_schema
-from maestro.errors import BigQueryError, ExportFailed, MaestroError
+from maestro.errors import BigQueryError, MaestroError
+from maestro.errors_outside import ExportFailed
 from maestro.events.catalog import TableSpec
 from maestro.events.deliveries import FailureReason
 from maestro.events.model import RecordedEvent

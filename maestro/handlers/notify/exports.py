@@ -12,6 +12,7 @@ retry hours later exports what the run asked for even if the table was edited si
 
 from __future__ import annotations
 
+import abc
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -90,15 +91,17 @@ class ExportReactor(Reactor):
         self.store = store
         self.policy = policy
 
+    @abc.abstractmethod
     def wanted(self, spec: TableSpec) -> bool:
-        raise NotImplementedError
+        """Whether the table's settings ask for this export."""
 
+    @abc.abstractmethod
     def target(self, spec: TableSpec, job: dict[str, Any]) -> str:
-        raise NotImplementedError
+        """Where it goes (shown in the delivery and its step)."""
 
+    @abc.abstractmethod
     def details(self, spec: TableSpec, job: dict[str, Any], event: RecordedEvent) -> dict[str, Any]:
         """What the sender needs besides the table's settings (``spec``, added here)."""
-        raise NotImplementedError
 
     async def _job(self, e: JobSucceeded) -> dict[str, Any] | None:
         """The job (its kind, config, run's slot) and its table's settings now; None when the

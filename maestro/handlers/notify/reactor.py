@@ -32,6 +32,7 @@ Adding a reactor (docs/reactors.md)::
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import logging
@@ -46,7 +47,7 @@ from maestro.health import Health
 log = logging.getLogger(__name__)
 
 
-class Reactor:
+class Reactor(abc.ABC):
     """Base of every reactor; subclasses set ``name`` and ``event_types`` and write ``handle``."""
 
     name: ClassVar[str]
@@ -65,9 +66,9 @@ class Reactor:
     async def resume(self) -> None:
         """Before following: re-read unfinished work (pending deliveries) from the log."""
 
+    @abc.abstractmethod
     async def handle(self, event: RecordedEvent) -> None:
         """React to one event. Must be idempotent: it may be called again after a crash."""
-        raise NotImplementedError
 
     async def give_up(self, event: RecordedEvent, error: BaseException) -> None:
         """``handle`` kept failing (not a database outage): record that as an event. The default

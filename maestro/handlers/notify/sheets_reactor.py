@@ -26,7 +26,8 @@ import time
 from typing import Any
 
 from maestro.adapters.bigquery_rows import table_rows
-from maestro.errors import BigQueryError, ConcurrencyConflict, MaestroError, SheetsError, SheetsLimitExceeded
+from maestro.errors import BigQueryError, ConcurrencyConflict, MaestroError
+from maestro.errors_outside import SheetsError, SheetsLimitExceeded
 from maestro.events.catalog import TableSpec
 from maestro.events.exports import (
     SheetsSpreadsheetCreated,

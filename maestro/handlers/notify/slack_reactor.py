@@ -21,7 +21,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from maestro.errors import ConcurrencyConflict, MaestroError, SlackError
+from maestro.errors import ConcurrencyConflict, MaestroError
+from maestro.errors_outside import SlackError
 from maestro.events.deliveries import DeliveryFailed, DeliveryPlanned, delivery_id_for, delivery_stream
 from maestro.events.model import Event, RecordedEvent
 from maestro.events.store import NO_STREAM, EventStore

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from maestro.adapters.slack import BotPoster, SlackPoster, WebhookPoster
-from maestro.errors import SlackError, SlackNotConfigured
+from maestro.errors_outside import SlackError, SlackNotConfigured
 from maestro.events.config import SlackSection
 from maestro.handlers.notify.slack_messages import Route
 

@@ -39,7 +39,7 @@ from typing import Any
 import orjson
 
 from maestro.adapters.slack import Posted
-from maestro.errors import SlackError
+from maestro.errors_outside import SlackError
 from maestro.events.deliveries import DeliveryAttempted
 from maestro.events.model import now
 from maestro.handlers.notify.delivery import DeliveryState, Outcome

@@ -38,7 +38,8 @@ from maestro.adapters.targets.common import TargetTable
 from maestro.adapters.targets.files import object_sizes
 from maestro.adapters.targets.stream import load_chunks
 from maestro.adapters.targets.types import ExportColumn, UnsupportedColumn, export_columns, name_problem
-from maestro.errors import ExportFailed, MaestroError
+from maestro.errors import MaestroError
+from maestro.errors_outside import ExportFailed
 from maestro.events.catalog import DatabaseExport, TableSpec
 
 log = logging.getLogger(__name__)

@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from maestro.adapters.sheets import SheetsClient
-from maestro.errors import SheetsError, ValidationFailed
+from maestro.errors import ValidationFailed
+from maestro.errors_outside import SheetsError
 from maestro.events.catalog import SheetsExport, TableSpec
 from maestro.events.config import OAuthSection
 from maestro.handlers.config.view import ConfigView

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import IO, Any
 
-from maestro.errors import SheetsLimitExceeded
+from maestro.errors_outside import SheetsLimitExceeded
 
 PLACEHOLDER_TAB = "Sheet1"  # the tab Google puts in a new spreadsheet; the export removes it
 _MAX_SAFE_INT = 2**53  # larger integers lose digits as spreadsheet numbers: sent as text
